@@ -1,0 +1,49 @@
+"""`cityedge`: one command with subcommands. Exit 0 success, 1 runtime failure, 2 bad usage or configuration."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from gateway import __version__
+from gateway.cli import check, profiles
+from gateway.cli.errors import UsageError
+from gateway.config.problems import ConfigError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cityedge", description="CityEdge street-cabinet gateway")
+    parser.add_argument("--version", action="version", version=f"cityedge {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (check, profiles):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args)
+        return result
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        count = len(exc.problems)
+        print(f"{count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"cityedge: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the last line of defence: one clear line, traceback only on request
+        if args.debug:
+            traceback.print_exc()
+        print(f"cityedge: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE

@@ -1,0 +1,233 @@
+"""Load a gateway configuration file and check everything it refers to.
+
+`load_config` either returns a `LoadedConfig` whose devices are resolved against
+their profiles, or raises ConfigError listing every problem found (in the
+configuration and in the profiles it uses), each with file, line and key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from gateway.config.model import DeviceConfig, GatewayConfig, GatewayInfo, Link, NodeConfig
+from gateway.config.problems import ConfigError, KeyPath, Problem, did_you_mean, format_path
+from gateway.config.validate import validate
+from gateway.config.yamlsource import YamlSource, load_yaml
+from gateway.profiles.expand import ResolvedProfile, expand
+from gateway.profiles.model import Profile
+from gateway.profiles.registry import ProfileRegistry
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    path: Path
+    config: GatewayConfig
+    source: YamlSource
+    registry: ProfileRegistry
+    devices: dict[str, ResolvedProfile]  # device id -> its points
+    nodes: dict[str, ResolvedProfile]  # node id -> its points
+
+    @property
+    def point_count(self) -> int:
+        return sum(len(r.points) for r in self.devices.values())
+
+
+def load_config(path: Path) -> LoadedConfig:
+    source = load_yaml(path)
+    try:
+        config = validate(source, GatewayConfig)
+    except ConfigError as exc:
+        # Still cross-check what did validate, so one run shows every problem.
+        partial = _salvage(source.data, path.parent)
+        if partial is None:
+            raise
+        checker = _Checker(source, ProfileRegistry(partial.profile_dirs))
+        checker.check_ids(partial)
+        raw_links = data.get("links") if isinstance(data := source.data, dict) else None
+        checker.devices(partial, {str(x.get("id")) for x in raw_links or [] if isinstance(x, dict)})
+        checker.nodes(partial)
+        raise ConfigError([*exc.problems, *checker.problems]) from None
+    config = _anchor_paths(config, path.parent)
+    registry = ProfileRegistry(config.profile_dirs)
+    checker = _Checker(source, registry)
+    checker.check_ids(config)
+    devices = checker.devices(config)
+    nodes = checker.nodes(config)
+    if checker.problems:
+        raise ConfigError(checker.problems)
+    return LoadedConfig(path, config, source, registry, devices, nodes)
+
+
+def _salvage(data: object, base: Path) -> GatewayConfig | None:
+    """A configuration made of the entries that validate on their own (the others are reported already)."""
+    if not isinstance(data, dict):
+        return None
+
+    def valid(adapter: TypeAdapter[Any], items: object) -> list[Any]:
+        out = []
+        for item in items if isinstance(items, list) else []:
+            try:
+                out.append(adapter.validate_python(item))
+            except ValidationError:
+                out.append(None)  # keeps indices aligned with the file
+        return out
+
+    try:
+        dirs = TypeAdapter(list[Path]).validate_python(data.get("profile_dirs", []))
+    except ValidationError:
+        dirs = []
+    links = [x for x in valid(TypeAdapter(Link), data.get("links")) if x is not None]
+    partial = GatewayConfig.model_construct(
+        gateway=GatewayInfo.model_construct(id=""),
+        profile_dirs=dirs,
+        links=links,
+        devices=valid(TypeAdapter(DeviceConfig), data.get("devices")),
+        nodes=valid(TypeAdapter(NodeConfig), data.get("nodes")),
+    )
+    return _anchor_paths(partial, base)
+
+
+def _anchor_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
+    """Relative paths in the file are relative to the file, not to wherever the gateway was started."""
+
+    def anchor(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p)
+
+    mqtt = config.mqtt
+    tls = mqtt.tls
+    if tls is not None:
+        tls = tls.model_copy(update={k: anchor(v) for k in ("ca", "cert", "key") if (v := getattr(tls, k)) is not None})
+    password_file = anchor(mqtt.password_file) if mqtt.password_file else None
+    return config.model_copy(
+        update={
+            "profile_dirs": [anchor(p) for p in config.profile_dirs],
+            "store": config.store.model_copy(update={"path": anchor(config.store.path)}),
+            "mqtt": mqtt.model_copy(update={"tls": tls, "password_file": password_file}),
+        }
+    )
+
+
+class _Checker:
+    """Cross-reference checks a schema cannot express; collects problems instead of stopping at one."""
+
+    def __init__(self, source: YamlSource, registry: ProfileRegistry) -> None:
+        self.source = source
+        self.registry = registry
+        self.problems: list[Problem] = []
+        self._bad_profiles: set[str] = set()
+
+    def add(self, path: KeyPath, message: str) -> None:
+        self.problems.append(self.source.problem(path, message))
+
+    def check_ids(self, config: GatewayConfig) -> None:
+        self._unique("links", (link.id for link in config.links))
+        # Devices and nodes share the topic namespace under <base>/.
+        owners: dict[str, KeyPath] = {}
+        sections: tuple[tuple[str, Sequence[DeviceConfig | NodeConfig | None]], ...] = (
+            ("devices", config.devices),
+            ("nodes", config.nodes),
+        )
+        for section, items in sections:
+            for i, item in enumerate(items):
+                if item is None:
+                    continue
+                if item.id in owners:
+                    self.add(
+                        (section, i, "id"), f"duplicate id '{item.id}' (first used at {format_path(owners[item.id])})"
+                    )
+                else:
+                    owners[item.id] = (section, i)
+
+    def _unique(self, section: str, ids: Iterable[str]) -> None:
+        first: dict[str, int] = {}
+        for i, ident in enumerate(ids):
+            if ident in first:
+                self.add((section, i, "id"), f"duplicate id '{ident}' (first used at {section}[{first[ident]}])")
+            else:
+                first[ident] = i
+
+    def devices(self, config: GatewayConfig, link_ids: set[str] | None = None) -> dict[str, ResolvedProfile]:
+        links = link_ids if link_ids is not None else {link.id for link in config.links}
+        units: dict[tuple[str, int], int] = {}
+        out: dict[str, ResolvedProfile] = {}
+        for i, device in enumerate(config.devices):
+            if device is None:
+                continue
+            if device.link not in links:
+                known = ", ".join(sorted(links)) or "none defined"
+                hint = did_you_mean(device.link, links)
+                self.add(("devices", i, "link"), f"unknown link '{device.link}'{hint or f' (links: {known})'}")
+            elif device.enabled:
+                key = (device.link, device.unit)
+                if key in units:
+                    first = config.devices[units[key]].id
+                    self.add(
+                        ("devices", i, "unit"),
+                        f"unit {device.unit} on link '{device.link}' is already used by '{first}'",
+                    )
+                else:
+                    units[key] = i
+            resolved = self._resolve(("devices", i), device.profile, "modbus", device)
+            if resolved is not None:
+                out[device.id] = resolved
+        return out
+
+    def nodes(self, config: GatewayConfig) -> dict[str, ResolvedProfile]:
+        out: dict[str, ResolvedProfile] = {}
+        for i, node in enumerate(config.nodes):
+            if node is None:
+                continue
+            resolved = self._resolve(("nodes", i), node.profile, "node", None)
+            if resolved is not None:
+                out[node.id] = resolved
+        return out
+
+    def _resolve(self, at: KeyPath, name: str, protocol: str, device: DeviceConfig | None) -> ResolvedProfile | None:
+        profile = self._profile(at, name)
+        if profile is None:
+            return None
+        if profile.protocol != protocol:
+            use = "nodes" if profile.protocol == "node" else "devices"
+            self.add((*at, "profile"), f"profile '{name}' describes a {profile.protocol} device; list it under {use}")
+            return None
+        overrides = {k: v.model_dump(exclude_unset=True) for k, v in device.overrides.items()} if device else {}
+        resolved, issues = expand(profile, device.params if device else {}, overrides)
+        for issue in issues:
+            if issue.override:
+                self.problems.append(self.source.problem((*at, *issue.path), issue.message, key=issue.key))
+            else:  # the profile loaded cleanly with its defaults, so the device's params caused this
+                self.add(
+                    (*at, "params"), f"with these params, profile '{name}' {format_path(issue.path)}: {issue.message}"
+                )
+        if device is not None and device.points is not None:
+            resolved = self._select(at, device.points, resolved)
+        return resolved
+
+    def _profile(self, at: KeyPath, name: str) -> Profile | None:
+        if self.registry.path(name) is None:
+            self.add((*at, "profile"), f"unknown profile '{name}'{did_you_mean(name, self.registry.names())}")
+            return None
+        if name in self._bad_profiles:
+            return None
+        try:
+            return self.registry.load(name)[0]
+        except ConfigError as exc:
+            self._bad_profiles.add(name)
+            self.problems.extend(exc.problems)
+            self.add((*at, "profile"), f"profile '{name}' has errors (listed above)")
+            return None
+
+    def _select(self, at: KeyPath, wanted: Sequence[str], resolved: ResolvedProfile) -> ResolvedProfile:
+        names = {p.name for p in resolved.points}
+        for j, point in enumerate(wanted):
+            if point not in names:
+                self.add(
+                    (*at, "points", j), f"profile '{resolved.name}' has no point '{point}'{did_you_mean(point, names)}"
+                )
+        keep = tuple(p for p in resolved.points if p.name in set(wanted))
+        return ResolvedProfile(resolved.profile, resolved.params, keep, resolved.limits, resolved.forbidden)

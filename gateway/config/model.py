@@ -1,0 +1,190 @@
+"""The gateway configuration file: one YAML file per street cabinet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from gateway.config.types import Duration, Identifier, Strict
+from gateway.profiles.model import PointFields
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+# Topic levels a device must not take, because the gateway uses them under <base>/.
+RESERVED_IDS = frozenset({"status", "health", "devices", "request", "response", "event", "set"})
+
+
+class GatewayInfo(Strict):
+    id: Identifier = Field(description="unique gateway id; part of the default MQTT base topic")
+    site: str | None = Field(None, description="where the cabinet stands")
+    description: str | None = None
+
+
+class TlsSettings(Strict):
+    ca: Path | None = Field(None, description="CA bundle that signed the broker's certificate")
+    cert: Path | None = Field(None, description="client certificate (for mutual TLS)")
+    key: Path | None = Field(None, description="client private key")
+    insecure: bool = Field(False, description="skip certificate verification (testing only)")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("client certificate and key go together: set both cert and key, or neither")
+        return self
+
+
+class MqttSettings(Strict):
+    host: str = "127.0.0.1"
+    port: Port = 1883
+    base_topic: str | None = Field(None, description="defaults to cityedge/<gateway id>")
+    client_id: str | None = Field(None, description="defaults to cityedge-<gateway id>")
+    protocol: Literal["3.1.1", "5"] = "5"
+    username: str | None = None
+    password_env: str | None = Field(None, description="environment variable holding the password")
+    password_file: Path | None = Field(None, description="file holding the password")
+    tls: TlsSettings | None = None
+    keepalive: Duration = 30.0
+    qos: Literal[0, 1] = 1
+    retain_state: bool = Field(False, description="publish device state retained")
+    failover: list[str] = Field(default_factory=list, description="further brokers as host:port, tried in order")
+
+    password: None = Field(None, description="not allowed: use password_env or password_file")
+
+    @field_validator("password", mode="before")
+    @classmethod
+    def _no_inline_password(cls, value: object) -> None:
+        if value is not None:
+            raise ValueError("do not write the password into the configuration: use password_env or password_file")
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> MqttSettings:
+        if self.password_env and self.password_file:
+            raise ValueError("set password_env or password_file, not both")
+        return self
+
+    @field_validator("base_topic")
+    @classmethod
+    def _topic(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c in value for c in "+#\0") or value.endswith("/")):
+            raise ValueError(f"base topic {value!r} must be non-empty, without + # or a trailing /")
+        return value
+
+    @field_validator("failover")
+    @classmethod
+    def _host_ports(cls, value: list[str]) -> list[str]:
+        for item in value:
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f"failover broker {item!r} must be host:port")
+        return value
+
+
+class StoreSettings(Strict):
+    path: Path = Field(Path("/var/lib/cityedge/outbox.db"), description="SQLite outbox file")
+    max_mb: float = Field(256, gt=0, description="disk budget of the outbox in MB")
+    max_age: Duration | None = Field(None, description="drop telemetry older than this")
+
+
+class HomeAssistantSettings(Strict):
+    enabled: bool = False
+    prefix: str = "homeassistant"
+
+
+class _Link(Strict):
+    id: Identifier
+    timeout: Duration = Field(1.0, description="answer timeout per request")
+
+
+class ModbusTcpLink(_Link):
+    type: Literal["modbus-tcp"]
+    host: str
+    port: Port = 502
+    connect_timeout: Duration = 3.0
+
+
+class ModbusRtuTcpLink(_Link):
+    """Modbus RTU frames through a serial-to-Ethernet converter."""
+
+    type: Literal["modbus-rtu-tcp"]
+    host: str
+    port: Port = 4001
+    connect_timeout: Duration = 3.0
+
+
+class Rs485Settings(Strict):
+    rts_level_for_tx: bool = True
+    rts_level_for_rx: bool = False
+    delay_before_tx: Duration | None = None
+    delay_before_rx: Duration | None = None
+
+
+class ModbusRtuLink(_Link):
+    type: Literal["modbus-rtu"]
+    device: str = Field(description="serial device, e.g. /dev/ttyUSB0")
+    baudrate: Literal[1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200] = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    timeout: Duration = 0.3
+    rs485: Rs485Settings | None = Field(None, description="kernel RS-485 mode (RTS drives the transceiver)")
+
+
+Link = Annotated[ModbusTcpLink | ModbusRtuTcpLink | ModbusRtuLink, Field(discriminator="type")]
+
+
+def _not_reserved(value: str) -> str:
+    if value in RESERVED_IDS:
+        raise ValueError(f"'{value}' is reserved for the gateway's own topics; choose another id")
+    return value
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+class DeviceConfig(Strict):
+    id: Identifier
+    profile: str
+    link: str
+    unit: int = Field(ge=0, le=255, description="Modbus unit (slave) id")
+    poll: Duration = Field(1.0, description="poll interval")
+    timeout: Duration | None = Field(None, description="answer timeout; defaults to the link's")
+    enabled: bool = True
+    params: dict[str, int] = Field(default_factory=dict, description="profile parameters, e.g. {line: 1}")
+    points: list[str] | None = Field(None, description="poll only these points (default: all)")
+    overrides: dict[str, PointFields] = Field(default_factory=dict, description="per-point changes to the profile")
+
+    _id = field_validator("id")(_not_reserved)
+    _poll = field_validator("poll")(_positive)
+
+
+class NodeConfig(Strict):
+    id: Identifier
+    profile: str = "esp32-pole-sensor"
+    stale_after: Duration = Field(120.0, description="mark offline when silent this long")
+    enabled: bool = True
+
+    _id = field_validator("id")(_not_reserved)
+    _stale = field_validator("stale_after")(_positive)
+
+
+class GatewayConfig(Strict):
+    gateway: GatewayInfo
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    homeassistant: HomeAssistantSettings = Field(default_factory=HomeAssistantSettings)
+    profile_dirs: list[Path] = Field(default_factory=list, description="extra profile directories")
+    links: list[Link] = Field(default_factory=list)
+    devices: list[DeviceConfig] = Field(default_factory=list)
+    nodes: list[NodeConfig] = Field(default_factory=list)
+
+    @property
+    def base_topic(self) -> str:
+        return self.mqtt.base_topic or f"cityedge/{self.gateway.id}"
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"cityedge-{self.gateway.id}"

@@ -1,0 +1,69 @@
+"""Find, load and check device profiles in the shipped `device_profiles/` and extra directories.
+
+Later directories win, so a site can replace a shipped profile by giving its own
+file the same name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import device_profiles
+from gateway.config.problems import ConfigError, Problem
+from gateway.config.validate import validate
+from gateway.config.yamlsource import YamlSource, load_yaml
+from gateway.profiles.expand import Issue, ResolvedProfile, expand
+from gateway.profiles.model import Profile
+
+SHIPPED_DIR = Path(device_profiles.__file__).parent
+
+
+class ProfileRegistry:
+    def __init__(self, extra_dirs: Iterable[Path] = ()) -> None:
+        self.dirs = [SHIPPED_DIR, *extra_dirs]
+        self._paths: dict[str, Path] = {}
+        for directory in self.dirs:
+            if directory.is_dir():
+                for path in sorted(directory.glob("*.y*ml")):
+                    self._paths[path.stem] = path
+        self._loaded: dict[str, tuple[Profile, YamlSource]] = {}
+
+    def names(self) -> list[str]:
+        return sorted(self._paths)
+
+    def path(self, name: str) -> Path | None:
+        return self._paths.get(name)
+
+    def load(self, name: str) -> tuple[Profile, YamlSource]:
+        """The validated profile and its source positions; ConfigError for any problem in the file."""
+        if name not in self._loaded:
+            path = self._paths.get(name)
+            if path is None:
+                raise KeyError(name)
+            self._loaded[name] = load_profile(path)
+        return self._loaded[name]
+
+
+def load_profile(path: Path) -> tuple[Profile, YamlSource]:
+    """Load one profile file and check it with its default parameters."""
+    source = load_yaml(path)
+    profile = validate(source, Profile)
+    problems: list[Problem] = []
+    if profile.name != path.stem:
+        problems.append(source.problem(("name",), f"name '{profile.name}' must match the file name '{path.stem}'"))
+    _, issues = expand(profile)
+    problems.extend(issue_problem(source, issue) for issue in issues)
+    if problems:
+        raise ConfigError(problems)
+    return profile, source
+
+
+def issue_problem(source: YamlSource, issue: Issue) -> Problem:
+    return source.problem(issue.path, issue.message, key=issue.key)
+
+
+def resolve(profile: Profile) -> ResolvedProfile:
+    """Resolve with defaults only (for listing and showing profiles)."""
+    resolved, _ = expand(profile)
+    return resolved

@@ -1,0 +1,1 @@
+"""Hardware-in-the-loop harness: device emulators, fault injection, scenarios."""

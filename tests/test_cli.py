@@ -1,0 +1,94 @@
+"""The `cityedge` command: exit statuses, summaries and listings, run as an integrator would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "cabinet-17.yaml"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=60, check=False, cwd=ROOT
+    )
+
+
+def test_check_shipped_example_exits_0_with_summary() -> None:
+    result = run("check", "-c", str(EXAMPLE))
+    assert result.returncode == 0, result.stderr
+    assert f"{EXAMPLE}: OK" in result.stdout
+    assert "rs485-1          modbus-rtu /dev/ttyUSB0 9600 8E1" in result.stdout
+    assert "feeder-meter     eastron-sdm630 on rs485-1 unit 1, 17 points every 1s" in result.stdout
+    assert result.stderr == ""
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "cityedge"
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0 and result.stdout.startswith("cityedge ")
+
+
+def test_bad_config_exits_2_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gateway: {id: x}\nlinks: [{id: a, type: modbus-tcp, host: h, port: 0}]\n")
+    result = run("check", "-c", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{bad}:2:50: links[0].port: must be greater than or equal to 1, got 0",
+        "1 problem found",
+    ]
+
+
+def test_usage_errors_exit_2() -> None:
+    assert run().returncode == 2
+    assert run("check").returncode == 2  # -c is required
+    assert run("frobnicate").returncode == 2
+
+
+def test_profiles_list_and_show() -> None:
+    listing = run("profiles", "list")
+    assert listing.returncode == 0
+    for name in ("eastron-sdm630", "dali-modbus-gateway", "esp32-pole-sensor", "magflow-meter"):
+        assert name in listing.stdout
+    show = run("profiles", "show", "eastron-sdm630")
+    assert show.returncode == 0
+    row = next(line for line in show.stdout.splitlines() if line.startswith("voltage_l1 "))
+    assert row.split() == ["voltage_l1", "input", "0", "float32", "ABCD", "V", "r"]
+    relay = run("profiles", "show", "feeder-protection-relay", "--json")
+    points = {p["point"]: p for p in json.loads(relay.stdout)["points"]}
+    assert points["breaker_command"]["access"] == "w sbo"
+    assert points["current_l1"]["scale"] == "x0.1"
+
+
+def test_profiles_show_unknown_suggests() -> None:
+    result = run("profiles", "show", "sdm630")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "cityedge: error: unknown profile 'sdm630' (did you mean 'eastron-sdm630'?)"
+
+
+def test_profiles_schema_prints_json() -> None:
+    result = run("profiles", "schema", "config")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["title"] == "CityEdge gateway configuration"
+
+
+def test_runtime_failure_exits_1_and_traceback_only_with_debug(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def explode(_args: object) -> int:
+        raise RuntimeError("serial port vanished")
+
+    monkeypatch.setattr(cli.check, "run", explode)
+    assert cli.main(["check", "-c", "x.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert err == "cityedge: error: serial port vanished\n"
+    assert cli.main(["--debug", "check", "-c", "x.yaml"]) == 1
+    assert "Traceback" in capsys.readouterr().err
