@@ -48,8 +48,11 @@ def load_config(path: Path) -> LoadedConfig:
             raise
         checker = _Checker(source, ProfileRegistry(partial.profile_dirs))
         checker.check_ids(partial)
-        raw_links = data.get("links") if isinstance(data := source.data, dict) else None
-        checker.devices(partial, {str(x.get("id")) for x in raw_links or [] if isinstance(x, dict)})
+        raw_links = source.data.get("links") if isinstance(source.data, dict) else None
+        known_links = (
+            {str(x.get("id")) for x in raw_links if isinstance(x, dict)} if isinstance(raw_links, list) else set()
+        )
+        checker.devices(partial, known_links)
         checker.nodes(partial)
         raise ConfigError([*exc.problems, *checker.problems]) from None
     config = _anchor_paths(config, path.parent)

@@ -72,17 +72,22 @@ class _Builder:
         mark = node.start_mark
         self.source.values[path] = (mark.line + 1, mark.column + 1)
         if isinstance(node, yaml.MappingNode):
-            self.loader.flatten_mapping(node)  # honour `<<: *anchor` merges
+            own = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
+            self.loader.flatten_mapping(node)  # honour `<<: *anchor` merges; merged pairs come first
+            merged = len(node.value) - own
             out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
+            own_keys: set[Any] = set()
+            for index, (key_node, value_node) in enumerate(node.value):
                 key = self.loader.construct_object(key_node, deep=True)
                 if not isinstance(key, str | int | float | bool) or key is None:
                     self._add(key_node, path, "mapping keys must be plain scalars")
                     continue
                 child: KeyPath = (*path, key if isinstance(key, int) else str(key))
-                if key in out:
+                if key in own_keys:
                     self._add(key_node, child, f"duplicate key '{key}'")
                     continue
+                if index >= merged:  # keys merged from anchors may be overridden, this mapping's own may not
+                    own_keys.add(key)
                 km = key_node.start_mark
                 self.source.keys[child] = (km.line + 1, km.column + 1)
                 out[key] = self.build(value_node, child)
@@ -98,8 +103,9 @@ class _Builder:
 
 def parse_yaml(text: str, file: str) -> YamlSource:
     """Parse one YAML document; raises ConfigError with a located message on any syntax error."""
-    loader = yaml.SafeLoader(text)
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)
         root = loader.get_single_node()
         if root is None:
             return YamlSource(file, None)
@@ -113,7 +119,8 @@ def parse_yaml(text: str, file: str) -> YamlSource:
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(file, 1, 1, (), f"YAML error: {exc}")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if builder.problems:
         raise ConfigError(builder.problems)
     return builder.source

@@ -104,7 +104,9 @@ def resolve_parameters(profile: Profile, given: Mapping[str, int]) -> tuple[dict
         if spec is None:
             known = ", ".join(profile.parameters) or "none"
             issues.append(
-                Issue(("params", name), f"profile '{profile.name}' has no parameter '{name}' (has: {known})", True, True)
+                Issue(
+                    ("params", name), f"profile '{profile.name}' has no parameter '{name}' (has: {known})", True, True
+                )
             )
             continue
         if (spec.min is not None and value < spec.min) or (spec.max is not None and value > spec.max):
@@ -384,7 +386,9 @@ def _forbidden_hits(
         for table, start, end in forbidden:
             applies = p.table is table if table is not None else (p.table is not None and not p.table.is_bits)
             if applies and p.address <= end and p.end >= start:
-                yield Issue(p.origin, f"'{p.name}' lies in the forbidden range {start + shift}..{end + shift}", key=True)
+                yield Issue(
+                    p.origin, f"'{p.name}' lies in the forbidden range {start + shift}..{end + shift}", key=True
+                )
 
 
 def _dedupe(issues: list[Issue]) -> list[Issue]:

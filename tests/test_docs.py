@@ -1,0 +1,93 @@
+"""The docs' examples run: shown commands succeed and print what the page shows; YAML examples validate."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.config.model import GatewayConfig
+from gateway.config.problems import ConfigError
+from gateway.config.validate import validate
+from gateway.config.yamlsource import parse_yaml
+from gateway.profiles.expand import expand
+from gateway.profiles.model import Profile
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [*sorted((ROOT / "docs").rglob("*.md")), ROOT / "README.md"]
+FENCE = re.compile(r"```(\w*)\n(.*?)```", re.S)
+
+
+def _blocks(page: Path) -> list[tuple[str, str]]:
+    return [(m.group(1), m.group(2)) for m in FENCE.finditer(page.read_text())]
+
+
+def _commands() -> list[tuple[str, str, str | None]]:
+    """(page, command, the plain block right after it if any) for every cityedge command shown."""
+    out = []
+    for page in PAGES:
+        blocks = _blocks(page)
+        for i, (lang, body) in enumerate(blocks):
+            if lang != "sh":
+                continue
+            lines = [line.split("  #")[0].strip() for line in body.splitlines()]
+            commands = [line for line in lines if line.startswith(".venv/bin/cityedge ")]
+            following = blocks[i + 1][1] if i + 1 < len(blocks) and blocks[i + 1][0] == "" else None
+            for command in commands:
+                out.append((page.name, command, following if len(commands) == 1 else None))
+    return out
+
+
+COMMANDS = _commands()
+
+
+def test_docs_show_commands() -> None:
+    assert len(COMMANDS) >= 8
+
+
+@pytest.mark.parametrize(("page", "command", "expected"), COMMANDS, ids=[f"{p}:{c[19:50]}" for p, c, _ in COMMANDS])
+def test_documented_command_runs(page: str, command: str, expected: str | None) -> None:
+    argv = shlex.split(command.split(" > ", maxsplit=1)[0])[1:]
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", *argv], capture_output=True, text=True, cwd=ROOT, timeout=60, check=False
+    )
+    output = result.stdout + result.stderr
+    shows_failure = expected is not None and "problems found" in expected
+    assert result.returncode == (2 if shows_failure else 0), output
+    if expected is None:
+        return
+    shown = [line for line in expected.splitlines() if line.strip() and line.strip() != "..."]
+    if "..." in expected:
+        for line in shown:
+            assert line in output.splitlines(), f"{page}: '{line}' is not in the output of {command}"
+    else:
+        assert output.splitlines() == shown
+
+
+def _yaml_examples(start: str) -> list[tuple[str, str]]:
+    return [(p.name, body) for p in PAGES for lang, body in _blocks(p) if lang == "yaml" and body.startswith(start)]
+
+
+@pytest.mark.parametrize(("page", "text"), _yaml_examples("name:"))
+def test_profile_examples_validate(page: str, text: str) -> None:
+    profile = validate(parse_yaml(text, page), Profile)
+    assert expand(profile)[1] == []
+
+
+@pytest.mark.parametrize(("page", "text"), _yaml_examples("gateway:"))
+def test_config_examples_validate(page: str, text: str) -> None:
+    try:
+        validate(parse_yaml(text, page), GatewayConfig)
+    except ConfigError as exc:
+        pytest.fail(str(exc))
+
+
+def test_repeat_example_addresses() -> None:
+    (page, text), *_ = [e for e in _yaml_examples("name:") if "dali-line-example" in e[1]]
+    resolved, _ = expand(validate(parse_yaml(text, page), Profile), {"line": 1})
+    assert resolved.point("ballast_3_level") is not None
+    assert resolved.point("ballast_3_level").address == 7306  # type: ignore[union-attr]
