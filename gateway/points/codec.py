@@ -110,16 +110,20 @@ def _scale_decimals(scale: float) -> int | None:
     return -exponent if isinstance(exponent, int) and exponent < 0 else None
 
 
+_F32 = struct.Struct(">f")
+
+
 def _shortest_float32(value: float) -> float:
     """The shortest decimal that is the same float32: 12345.677734375 reads back as 12345.678."""
     if not math.isfinite(value):
         return value
-    exact = struct.pack(">f", value)
-    for digits in (6, 7, 8):
-        candidate = float(f"{value:.{digits}g}")
-        if struct.pack(">f", candidate) == exact:
+    # 7 significant digits almost always round-trip; 9 always do.
+    exact = _F32.pack(value)
+    for digits in ("%.7g", "%.8g"):
+        candidate = float(digits % value)
+        if _F32.pack(candidate) == exact:
             return candidate
-    return float(f"{value:.9g}")
+    return float("%.9g" % value)
 
 
 class Codec:
@@ -189,12 +193,25 @@ class Codec:
         return _NUMERIC[self.raw_type or self.dtype][0]
 
     def _build_raw_decoder(self, identity: bool) -> Callable[[bytes | bytearray | memoryview, int], object]:
+        """One struct call for ABCD and DCBA; two for the word/byte-swapped orders; a permutation for text."""
         unpack_from = self._struct.unpack_from
         if identity:
             return lambda buf, reg: unpack_from(buf, 2 * reg)[0]
+        code, n = self._struct.format[1:], self.registers
+        if self.dtype is not DataType.STRING:
+            if self.byte_order is ByteOrder.DCBA:
+                little = struct.Struct("<" + code).unpack_from
+                return lambda buf, reg: little(buf, 2 * reg)[0]
+            value_unpack = self._struct.unpack
+            words_pack = struct.Struct(f">{n}H").pack
+            if self.byte_order is ByteOrder.CDAB:
+                words_be = struct.Struct(f">{n}H").unpack_from
+                return lambda buf, reg: value_unpack(words_pack(*words_be(buf, 2 * reg)[::-1]))[0]
+            words_swapped = struct.Struct(f"<{n}H").unpack_from  # BADC: each word's bytes reversed
+            return lambda buf, reg: value_unpack(words_pack(*words_swapped(buf, 2 * reg)))[0]
         unpack = self._struct.unpack
         pick = itemgetter(*self._perm)
-        width = 2 * self.registers
+        width = 2 * n
 
         def permuted(buf: bytes | bytearray | memoryview, reg: int) -> object:
             start = 2 * reg
