@@ -16,6 +16,7 @@ from gateway.config.validate import validate
 from gateway.config.yamlsource import parse_yaml
 from gateway.profiles.expand import expand
 from gateway.profiles.model import Profile
+from hil.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [*sorted((ROOT / "docs").rglob("*.md")), ROOT / "README.md"]
@@ -52,6 +53,9 @@ def test_docs_show_commands() -> None:
 @pytest.mark.parametrize(("page", "command", "expected"), COMMANDS, ids=[f"{p}:{c[19:50]}" for p, c, _ in COMMANDS])
 def test_documented_command_runs(page: str, command: str, expected: str | None) -> None:
     argv = shlex.split(command.split(" > ", maxsplit=1)[0])[1:]
+    if argv[:2] == ["hil", "serve"]:  # runs until stopped: run it briefly; its endpoints vary per run
+        argv += ["--duration", "2"]
+        expected = None
     result = subprocess.run(
         [sys.executable, "-m", "gateway", *argv], capture_output=True, text=True, cwd=ROOT, timeout=60, check=False
     )
@@ -72,7 +76,18 @@ def _yaml_examples(start: str) -> list[tuple[str, str]]:
     return [(p.name, body) for p in PAGES for lang, body in _blocks(p) if lang == "yaml" and body.startswith(start)]
 
 
-@pytest.mark.parametrize(("page", "text"), _yaml_examples("name:"))
+def _is_scenario(text: str) -> bool:
+    return "\nlinks:" in text and "\ndevices:" in text
+
+
+@pytest.mark.parametrize(("page", "text"), [e for e in _yaml_examples("name:") if _is_scenario(e[1])])
+def test_scenario_examples_validate(page: str, text: str, tmp_path: Path) -> None:
+    path = tmp_path / "scenario.yaml"
+    path.write_text(text)
+    load_scenario(path)
+
+
+@pytest.mark.parametrize(("page", "text"), [e for e in _yaml_examples("name:") if not _is_scenario(e[1])])
 def test_profile_examples_validate(page: str, text: str) -> None:
     profile = validate(parse_yaml(text, page), Profile)
     assert expand(profile)[1] == []

@@ -123,7 +123,7 @@ def _shortest_float32(value: float) -> float:
         candidate = float(digits % value)
         if _F32.pack(candidate) == exact:
             return candidate
-    return float("%.9g" % value)
+    return float(f"{value:.9g}")
 
 
 class Codec:

@@ -152,6 +152,7 @@ class Profile(Strict):
     source: str = Field(description="where the register map comes from (manual, version, page)")
     protocol: Literal["modbus", "node"] = Field("modbus", description="modbus device, or a CityEdge ESP32 node")
     serial: SerialDefaults | None = None
+    emulator: str | None = Field(None, description="behaviour model HIL emulators use by default (meter, lamp, ...)")
     address_base: int | str = Field(0, description="added to every address (an integer or a parameter expression)")
     parameters: dict[Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")], Parameter] = Field(default_factory=dict)
     defaults: PointFields = Field(default_factory=PointFields)

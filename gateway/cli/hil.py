@@ -1,0 +1,199 @@
+"""`cityedge hil serve|ctl|check`: run an emulated site and change its faults while it runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.cli.errors import UsageError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("hil", help="hardware-in-the-loop: emulated devices and scenarios")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    serve = actions.add_parser("serve", help="start the emulated site of a scenario and keep it running")
+    serve.add_argument("scenario", type=Path)
+    serve.add_argument("--control", type=Path, metavar="SOCKET", help="control socket path")
+    serve.add_argument(
+        "--gateway-config", type=Path, metavar="FILE", help="write a gateway configuration that polls this site"
+    )
+    serve.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    serve.add_argument("--no-timeline", action="store_true", help="do not play the scenario's timeline")
+    serve.add_argument("--json", action="store_true", help="print the endpoints as one JSON line")
+    serve.set_defaults(handler=run_serve)
+
+    schema = actions.add_parser("schema", help="JSON Schema of scenario files, for editors")
+    schema.set_defaults(handler=run_schema)
+
+    check = actions.add_parser("check", help="validate a scenario file")
+    check.add_argument("scenario", type=Path)
+    check.set_defaults(handler=run_check)
+
+    ctl = actions.add_parser("ctl", help="change a running site (faults, reboots, stimuli, values)")
+    ctl.add_argument("--control", type=Path, metavar="SOCKET", required=True)
+    ctl.add_argument(
+        "op",
+        choices=["status", "fault", "clear", "reboot", "drop", "refuse", "accept", "noise", "stimulus", "set", "get"],
+    )
+    ctl.add_argument("target", nargs="?", help="device id (or link id for drop, refuse, accept, noise)")
+    ctl.add_argument("args", nargs="*", help="key=value pairs; for set: POINT VALUE; for stimulus: NAME key=value")
+    ctl.set_defaults(handler=run_ctl)
+
+
+def default_socket(name: str) -> Path:
+    base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    return base / f"cityedge-hil-{name}.sock"
+
+
+def run_schema(args: argparse.Namespace) -> int:
+    from hil.scenario import Scenario
+
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **Scenario.model_json_schema(),
+        "title": "CityEdge HIL scenario",
+    }
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from hil.scenario import load_scenario
+
+    loaded = load_scenario(args.scenario)
+    sc = loaded.scenario
+    print(
+        f"{args.scenario}: OK ({len(sc.links)} links, {len(sc.devices)} devices, "
+        f"{len(sc.timeline)} steps, {len(sc.expect)} expectations)"
+    )
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from hil.scenario import load_scenario
+
+    loaded = load_scenario(args.scenario)
+    return asyncio.run(_serve(args, loaded))
+
+
+async def _serve(args: argparse.Namespace, loaded: Any) -> int:
+    from hil.control import ControlServer
+    from hil.scenario import gateway_config
+    from hil.site import Site
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    site = Site(loaded)
+    socket_path = args.control or default_socket(loaded.scenario.name)
+    control = ControlServer(site, socket_path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await site.start()
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        await control.start()
+        if args.gateway_config:
+            data = gateway_config(loaded, site.endpoint_addresses())
+            args.gateway_config.write_text(yaml.safe_dump(data, sort_keys=False))
+        _print_endpoints(site, socket_path, args)
+        if not args.no_timeline:
+            tasks.append(asyncio.create_task(site.run_timeline()))
+        if args.duration:
+            loop.call_later(args.duration, stop.set)
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await control.stop()
+        await site.stop()
+    return 0
+
+
+def _print_endpoints(site: Any, socket_path: Path, args: argparse.Namespace) -> None:
+    info = site.describe()
+    info["control"] = str(socket_path)
+    if args.gateway_config:
+        info["gateway_config"] = str(args.gateway_config)
+    if args.json:
+        print(json.dumps(info), flush=True)
+        return
+    print(f"site {info['scenario']} running (pid {info['pid']}); Ctrl-C stops it")
+    for link in info["links"]:
+        print(f"  link {link['id']:<14} {link['type']:<15} {link['address']}  devices: {', '.join(link['devices'])}")
+    print(f"  control socket  {socket_path}")
+    print(f"    e.g. cityedge hil ctl --control {socket_path} fault DEVICE timeout=on")
+    if args.gateway_config:
+        print(f"  gateway config  {args.gateway_config}")
+    print(flush=True)
+
+
+def _pairs(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"expected key=value, got {item!r}")
+        out[key] = yaml.safe_load(value) if value else ""
+    return out
+
+
+def _ctl_message(args: argparse.Namespace) -> dict[str, Any]:
+    op, target, rest = args.op, args.target, args.args
+    needs_target = op not in ("status", "clear")
+    if needs_target and not target:
+        raise UsageError(f"ctl {op} needs a {'link' if op in ('drop', 'refuse', 'accept', 'noise') else 'device'} id")
+    if op == "fault":
+        return {"op": op, "device": target, "set": _pairs(rest)}
+    if op == "clear":
+        return {"op": op, **({"device": target} if target else {})}
+    if op == "reboot":
+        return {"op": op, "device": target, **_pairs(rest)}
+    if op in ("drop", "noise"):
+        return {"op": op, "link": target, **_pairs(rest)}
+    if op in ("refuse", "accept"):
+        return {"op": "refuse", "link": target, "on": op == "refuse"}
+    if op == "stimulus":
+        if not rest:
+            raise UsageError("ctl stimulus DEVICE NAME [key=value ...]")
+        return {"op": op, "device": target, "name": rest[0], "args": _pairs(rest[1:])}
+    if op == "set":
+        if len(rest) != 2:
+            raise UsageError("ctl set DEVICE POINT VALUE")
+        return {"op": op, "device": target, "point": rest[0], "value": yaml.safe_load(rest[1])}
+    if op == "get":
+        if len(rest) != 1:
+            raise UsageError("ctl get DEVICE POINT")
+        return {"op": op, "device": target, "point": rest[0]}
+    return {"op": op}
+
+
+def run_ctl(args: argparse.Namespace) -> int:
+    from hil.control import request
+
+    message = _ctl_message(args)
+    try:
+        answer = asyncio.run(request(args.control, message))
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise UsageError(f"no site is listening on {args.control} (is `cityedge hil serve` running?)") from None
+    if not answer.get("ok"):
+        print(f"cityedge: error: {answer.get('error')}", file=sys.stderr)
+        return 1
+    data = answer.get("data")
+    if data is None:
+        print("ok")
+    else:
+        print(json.dumps(data, indent=2) if isinstance(data, dict | list) else data)
+    return 0

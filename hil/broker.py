@@ -1,0 +1,129 @@
+"""A real mosquitto broker on a free loopback port, for tests, the demo and `hil run`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+SETUP_HINT = "mosquitto is not installed: run scripts/setup (or: sudo apt-get install mosquitto)"
+
+
+def find_mosquitto() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+class MosquittoBroker:
+    """mosquitto with a temporary configuration; `restart()` keeps the port, so clients can reconnect."""
+
+    def __init__(self, port: int | None = None, *, users: dict[str, str] | None = None, persistence: bool = False):
+        binary = find_mosquitto()
+        if binary is None:
+            raise RuntimeError(SETUP_HINT)
+        self.binary = binary
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self.users = users or {}
+        self.dir = Path(tempfile.mkdtemp(prefix="cityedge-mosquitto-"))
+        self.persistence = persistence
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = self.dir / "mosquitto.log"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _config(self) -> Path:
+        lines = [
+            f"listener {self.port} {self.host}",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "max_queued_messages 100000",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.dir}/",
+        ]
+        if self.users:
+            passwd = self.dir / "passwd"
+            passwd.write_text("".join(f"{u}:{p}\n" for u, p in self.users.items()))
+            subprocess.run([self._passwd_tool(), "-U", str(passwd)], check=True, capture_output=True, timeout=30)
+            lines += ["allow_anonymous false", f"password_file {passwd}"]
+        else:
+            lines.append("allow_anonymous true")
+        conf = self.dir / "mosquitto.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        return conf
+
+    def _passwd_tool(self) -> str:
+        tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+        if not os.access(tool, os.X_OK):
+            raise RuntimeError("mosquitto_passwd is missing: run scripts/setup")
+        return tool
+
+    def start(self, timeout: float = 10.0) -> None:
+        conf = self._config()
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [self.binary, "-c", str(conf)], stdout=log, stderr=log, start_new_session=True
+            )
+        if not wait_for_port(self.host, self.port, timeout):
+            self.stop()
+            raise RuntimeError(f"mosquitto did not start on {self.address}: {self.log.read_text()[-2000:]}")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: the broker vanishes without a goodbye, as on a power cut."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+        self.process = None
+
+    def restart(self, down_for: float = 0.0) -> None:
+        self.stop()
+        if down_for:
+            time.sleep(down_for)
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> MosquittoBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,164 @@
+"""A virtual RS-485 line made of two pseudo-terminals and a relay between them.
+
+The gateway opens one end (`gateway_path`, a real /dev/pts/N) with pyserial exactly
+as it would open /dev/ttyUSB0; the emulated devices listen on the other end. A pty
+moves bytes instantly, so the relay can re-create what a real line does: bytes take
+their time on the wire at the line's baud rate, the line is half-duplex, and each
+change of direction costs the 3.5-character silence Modbus RTU requires. With
+`wire_timing` on, one read of N registers takes (13 + 2N) characters + 2 x t3.5,
+the brief's formula.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tty
+from collections import deque
+from dataclasses import dataclass
+
+
+def char_time(baudrate: int, parity: str = "N", stopbits: int = 1) -> float:
+    """Seconds per character: start bit, 8 data bits, parity bit if any, stop bits."""
+    bits = 1 + 8 + (0 if parity == "N" else 1) + stopbits
+    return bits / baudrate
+
+
+def t35(baudrate: int, parity: str = "N", stopbits: int = 1) -> float:
+    """Modbus RTU inter-frame silence: 3.5 characters, fixed at 1.75 ms above 19200 baud."""
+    return 0.00175 if baudrate > 19200 else 3.5 * char_time(baudrate, parity, stopbits)
+
+
+def transaction_time(registers: int, baudrate: int, parity: str = "E", stopbits: int = 1, device: float = 0.0) -> float:
+    """The brief's formula for one FC03/04 read of `registers` registers."""
+    return (13 + 2 * registers) * char_time(baudrate, parity, stopbits) + 2 * t35(baudrate, parity, stopbits) + device
+
+
+@dataclass
+class LineStats:
+    to_devices: int = 0  # bytes
+    to_gateway: int = 0
+    noise: int = 0
+
+
+class _Writer:
+    """Non-blocking writes to a pty master, keeping order when the kernel buffer is full."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        self.loop, self.fd = loop, fd
+        self.pending: deque[bytes] = deque()
+        self.waiting = False
+
+    def write(self, data: bytes) -> None:
+        self.pending.append(data)
+        self._flush()
+
+    def _flush(self) -> None:
+        while self.pending:
+            chunk = self.pending[0]
+            try:
+                sent = os.write(self.fd, chunk)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self.pending.clear()
+                break
+            if sent < len(chunk):
+                self.pending[0] = chunk[sent:]
+                if not self.waiting:
+                    self.waiting = True
+                    self.loop.add_writer(self.fd, self._writable)
+                return
+            self.pending.popleft()
+        if self.waiting:
+            self.waiting = False
+            self.loop.remove_writer(self.fd)
+
+    def _writable(self) -> None:
+        self._flush()
+
+    def close(self) -> None:
+        if self.waiting:
+            self.loop.remove_writer(self.fd)
+        self.pending.clear()
+
+
+class PtyLine:
+    """Two pty ends joined by a relay that can simulate wire time."""
+
+    def __init__(
+        self, baudrate: int = 9600, parity: str = "N", stopbits: int = 1, *, wire_timing: bool = False
+    ) -> None:
+        self.baudrate, self.parity, self.stopbits = baudrate, parity, stopbits
+        self.wire_timing = wire_timing
+        self.stats = LineStats()
+        self._fds: list[int] = []
+        self._writers: dict[int, _Writer] = {}
+        self._free_at = 0.0  # when the half-duplex line is next idle
+        self._last_direction = 0
+        self.gateway_path = ""
+        self.device_path = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def char(self) -> float:
+        return char_time(self.baudrate, self.parity, self.stopbits)
+
+    async def start(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        gw_master, gw_slave = os.openpty()
+        dev_master, dev_slave = os.openpty()
+        self._fds = [gw_master, gw_slave, dev_master, dev_slave]
+        # Raw mode: no echo, no CR/NL translation. Holding the slave ends open ourselves keeps
+        # the masters readable when nobody has the port open (no EIO, no hang-up).
+        for fd in (gw_slave, dev_slave):
+            tty.setraw(fd)
+        for fd in (gw_master, dev_master):
+            os.set_blocking(fd, False)
+        self.gateway_path, self.device_path = os.ttyname(gw_slave), os.ttyname(dev_slave)
+        self._writers = {gw_master: _Writer(loop, gw_master), dev_master: _Writer(loop, dev_master)}
+        loop.add_reader(gw_master, self._relay, gw_master, dev_master, 1)
+        loop.add_reader(dev_master, self._relay, dev_master, gw_master, 2)
+
+    def _relay(self, source: int, target: int, direction: int) -> None:
+        try:
+            data = os.read(source, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return
+        if not data:
+            return
+        if direction == 1:
+            self.stats.to_devices += len(data)
+        else:
+            self.stats.to_gateway += len(data)
+        if not self.wire_timing or self._loop is None:
+            self._writers[target].write(data)
+            return
+        now = self._loop.time()
+        start = max(now, self._free_at)
+        if direction != self._last_direction:
+            start = max(start, self._free_at + t35(self.baudrate, self.parity, self.stopbits))
+        self._last_direction = direction
+        done = start + len(data) * self.char
+        self._free_at = done
+        self._loop.call_at(done, self._writers[target].write, data)
+
+    def inject_noise(self, data: bytes) -> None:
+        """Garbage on the line, as a bad termination or a motor starting nearby would produce."""
+        self.stats.noise += len(data)
+        self._writers[self._fds[0]].write(data)
+
+    async def stop(self) -> None:
+        if self._loop is not None:
+            for fd in (self._fds[0], self._fds[2]):
+                with contextlib.suppress(Exception):
+                    self._loop.remove_reader(fd)
+        for writer in self._writers.values():
+            writer.close()
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds = []

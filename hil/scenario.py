@@ -1,0 +1,252 @@
+"""Scenario files: an emulated site (links, devices, behaviours), a timeline of faults and stimuli,
+and expectations on what the gateway publishes.
+
+Loaded with the same located error messages as gateway configurations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from gateway.config.problems import ConfigError, KeyPath, Problem, did_you_mean
+from gateway.config.types import Duration, Identifier, Strict
+from gateway.config.validate import validate
+from gateway.config.yamlsource import YamlSource, load_yaml
+from gateway.profiles.expand import ResolvedProfile, expand
+from gateway.profiles.registry import ProfileRegistry
+from hil.behaviours import BEHAVIOURS
+from hil.device import DeviceFaults
+
+Scalar = bool | int | float | str
+
+
+class _EmuLink(Strict):
+    id: Identifier
+    hardware: str | None = Field(
+        None, description="use real hardware instead of emulating: a serial device, or host:port for TCP"
+    )
+
+
+class EmuRtuLink(_EmuLink):
+    type: Literal["modbus-rtu"]
+    baudrate: int = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    wire_timing: bool = Field(True, description="bytes take their real time on the wire")
+
+
+class EmuTcpLink(_EmuLink):
+    type: Literal["modbus-tcp", "modbus-rtu-tcp"]
+    port: int = Field(0, ge=0, le=65535, description="0: any free loopback port")
+
+
+EmuLink = Annotated[EmuRtuLink | EmuTcpLink, Field(discriminator="type")]
+
+
+class EmuDevice(Strict):
+    id: Identifier
+    profile: str
+    link: str
+    unit: int = Field(ge=0, le=255)
+    behaviour: str | None = Field(None, description="behaviour model; default: the profile's emulator")
+    options: dict[str, Any] = Field(default_factory=dict, description="behaviour options")
+    params: dict[str, int] = Field(default_factory=dict)
+    values: dict[str, Scalar] = Field(default_factory=dict, description="starting values of points")
+    faults: dict[str, Any] = Field(default_factory=dict, description="faults active from the start")
+    strict: bool = Field(False, description="exception 02 for registers no point uses")
+    poll: Duration = Field(1.0, description="poll interval in the generated gateway configuration")
+
+
+class Step(Strict):
+    """One timeline entry: at a time, do one thing to a device or a link."""
+
+    at: Duration
+    device: str | None = None
+    link: str | None = None
+    fault: dict[str, Any] | None = None
+    clear: bool = False
+    action: Literal["reboot", "drop", "refuse", "accept", "noise"] | None = None
+    stimulus: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    set: dict[str, Scalar] | None = None
+
+    @model_validator(mode="after")
+    def _one_thing(self) -> Step:
+        chosen = [k for k in ("fault", "action", "stimulus", "set") if getattr(self, k)] + (
+            ["clear"] if self.clear else []
+        )
+        if len(chosen) != 1:
+            raise ValueError("each step does exactly one of: fault, clear, action, stimulus, set")
+        if (self.device is None) == (self.link is None):
+            raise ValueError("each step names a device or a link")
+        return self
+
+
+class Expectation(Strict):
+    """What the gateway must publish for a device within a time window."""
+
+    device: str
+    between: tuple[Duration, Duration] = Field(description="[from, to] seconds after the start")
+    point: str | None = None
+    value: Scalar | None = None
+    tolerance: float = 0.0
+    availability: Literal["online", "offline"] | None = None
+    state: Literal["online", "degraded", "offline"] | None = Field(None, description="device health state")
+
+    @model_validator(mode="after")
+    def _what(self) -> Expectation:
+        if sum(x is not None for x in (self.value, self.availability, self.state)) != 1:
+            raise ValueError("an expectation checks one of: value (with point), availability, state")
+        if self.value is not None and self.point is None:
+            raise ValueError("a value expectation needs a point")
+        if self.between[0] > self.between[1]:
+            raise ValueError("between: the window ends before it starts")
+        return self
+
+
+class Scenario(Strict):
+    name: Identifier
+    description: str | None = None
+    seed: int = 1
+    duration: Duration | None = Field(None, description="how long `hil run` runs (default: last step + 10s)")
+    profile_dirs: list[Path] = Field(default_factory=list)
+    links: list[EmuLink]
+    devices: list[EmuDevice]
+    timeline: list[Step] = Field(default_factory=list)
+    expect: list[Expectation] = Field(default_factory=list)
+
+
+class LoadedScenario:
+    def __init__(self, path: Path, scenario: Scenario, source: YamlSource, registry: ProfileRegistry) -> None:
+        self.path, self.scenario, self.source, self.registry = path, scenario, source, registry
+        self.resolved: dict[str, ResolvedProfile] = {}
+
+    @property
+    def run_for(self) -> float:
+        if self.scenario.duration is not None:
+            return self.scenario.duration
+        last = max([s.at for s in self.scenario.timeline] + [e.between[1] for e in self.scenario.expect] + [0.0])
+        return last + 10.0
+
+
+def load_scenario(path: Path) -> LoadedScenario:
+    source = load_yaml(path)
+    scenario = validate(source, Scenario)
+    dirs = [p if p.is_absolute() else path.parent / p for p in scenario.profile_dirs]
+    loaded = LoadedScenario(path, scenario, source, ProfileRegistry(dirs))
+    problems = _check(loaded)
+    if problems:
+        raise ConfigError(problems)
+    return loaded
+
+
+def _check(loaded: LoadedScenario) -> list[Problem]:
+    sc, src, registry = loaded.scenario, loaded.source, loaded.registry
+    problems: list[Problem] = []
+
+    def bad(path: KeyPath, message: str) -> None:
+        problems.append(src.problem(path, message))
+
+    links = {link.id: link for link in sc.links}
+    devices = {d.id: d for d in sc.devices}
+    units: set[tuple[str, int]] = set()
+    for i, d in enumerate(sc.devices):
+        at: KeyPath = ("devices", i)
+        if d.link not in links:
+            bad((*at, "link"), f"unknown link '{d.link}'{did_you_mean(d.link, links)}")
+        elif (d.link, d.unit) in units:
+            bad((*at, "unit"), f"unit {d.unit} on link '{d.link}' is already used")
+        units.add((d.link, d.unit))
+        if registry.path(d.profile) is None:
+            bad((*at, "profile"), f"unknown profile '{d.profile}'{did_you_mean(d.profile, registry.names())}")
+            continue
+        try:
+            profile = registry.load(d.profile)[0]
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        resolved, issues = expand(profile, d.params)
+        for issue in issues:
+            bad((*at, *issue.path), issue.message)
+        loaded.resolved[d.id] = resolved
+        behaviour = d.behaviour or profile.emulator or "static"
+        if behaviour not in BEHAVIOURS:
+            where = (*at, "behaviour") if d.behaviour else (*at, "profile")
+            bad(where, f"unknown behaviour '{behaviour}'{did_you_mean(behaviour, BEHAVIOURS)}")
+        else:
+            unknown = set(d.options) - set(BEHAVIOURS[behaviour].defaults)
+            for key in sorted(unknown):
+                bad((*at, "options", key), f"behaviour {behaviour} has no option '{key}'")
+        names = {p.name for p in resolved.points}
+        for point in d.values:
+            if point not in names:
+                bad((*at, "values", point), f"no point '{point}'{did_you_mean(point, names)}")
+        try:
+            DeviceFaults().update(d.faults)
+        except ValueError as exc:
+            bad((*at, "faults"), str(exc))
+    for i, step in enumerate(sc.timeline):
+        if step.device is not None and step.device not in devices:
+            bad(("timeline", i, "device"), f"unknown device '{step.device}'{did_you_mean(step.device, devices)}")
+        if step.link is not None and step.link not in links:
+            bad(("timeline", i, "link"), f"unknown link '{step.link}'{did_you_mean(step.link, links)}")
+        if step.fault is not None:
+            try:
+                DeviceFaults().update(step.fault)
+            except ValueError as exc:
+                bad(("timeline", i, "fault"), str(exc))
+    for i, e in enumerate(sc.expect):
+        if e.device not in devices:
+            bad(("expect", i, "device"), f"unknown device '{e.device}'{did_you_mean(e.device, devices)}")
+        elif e.point is not None and e.device in loaded.resolved:
+            names = {p.name for p in loaded.resolved[e.device].points}
+            if e.point not in names:
+                bad(("expect", i, "point"), f"no point '{e.point}'{did_you_mean(e.point, names)}")
+    return problems
+
+
+def gateway_config(
+    loaded: LoadedScenario, endpoints: dict[str, str], extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A gateway configuration (as data) that polls this site: emulated links at their endpoints,
+    hardware links at the hardware."""
+    sc = loaded.scenario
+    links: list[dict[str, Any]] = []
+    for link in sc.links:
+        where = link.hardware or endpoints[link.id]
+        if isinstance(link, EmuRtuLink):
+            # The emulated line is a pty: it carries no parity bits (see docs/hil/serve.md).
+            parity = link.parity if link.hardware else "N"
+            links.append(
+                {
+                    "id": link.id,
+                    "type": link.type,
+                    "device": where,
+                    "baudrate": link.baudrate,
+                    "parity": parity,
+                    "stopbits": link.stopbits,
+                    "timeout": 0.5,
+                }
+            )
+        else:
+            host, _, port = where.rpartition(":")
+            links.append({"id": link.id, "type": link.type, "host": host, "port": int(port), "timeout": 0.5})
+    devices = [
+        {
+            "id": d.id,
+            "profile": d.profile,
+            "link": d.link,
+            "unit": d.unit,
+            "poll": d.poll,
+            **({"params": d.params} if d.params else {}),
+        }
+        for d in sc.devices
+    ]
+    dirs = [str(p if p.is_absolute() else loaded.path.parent / p) for p in sc.profile_dirs]
+    config: dict[str, Any] = {"gateway": {"id": sc.name}, "links": links, "devices": devices}
+    if dirs:
+        config["profile_dirs"] = dirs
+    return {**config, **(extra or {})}

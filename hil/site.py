@@ -1,0 +1,269 @@
+"""An emulated site: every link and device of a scenario, running, with run-time control.
+
+`Site` is what pytest fixtures, `cityedge hil serve` and `cityedge hil run` drive:
+start it, read its endpoints, change faults, reboot devices, drop connections,
+inject stimuli, and stop it, leaving no pty or port behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.points.codec import Value
+from hil.behaviours import BEHAVIOURS, Behaviour, Environment
+from hil.device import EmulatedDevice
+from hil.endpoints import SerialEndpoint, TcpEndpoint
+from hil.scenario import EmuRtuLink, LoadedScenario, Step
+
+log = logging.getLogger("cityedge.hil")
+TICK = 0.1  # seconds between behaviour updates
+
+
+class Endpoint(Protocol):
+    @property
+    def address(self) -> str: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def drop_connections(self) -> int: ...
+    async def refuse(self, on: bool) -> None: ...
+
+
+@dataclass
+class LinkInfo:
+    id: str
+    type: str
+    address: str  # pty path or host:port
+    devices: list[str]
+
+
+class Site:
+    def __init__(self, loaded: LoadedScenario) -> None:
+        self.loaded = loaded
+        sc = loaded.scenario
+        self.env = Environment()
+        self.devices: dict[str, EmulatedDevice] = {}
+        self.behaviours: dict[str, Behaviour] = {}
+        self.endpoints: dict[str, Endpoint] = {}
+        self.link_types = {link.id: link.type for link in sc.links}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = 0.0
+        emulated = {link.id for link in sc.links if link.hardware is None}
+        for i, d in enumerate(sc.devices):
+            if d.link not in emulated:
+                continue
+            device = EmulatedDevice(d.id, loaded.resolved[d.id], d.unit, strict=d.strict)
+            name = d.behaviour or loaded.resolved[d.id].profile.emulator or "static"
+            rng = random.Random(sc.seed * 1000 + i)
+            self.behaviours[d.id] = BEHAVIOURS[name](device, d.options, self.env, rng)
+            device.faults.update(d.faults)
+            self.devices[d.id] = device
+        self.env.behaviours = self.behaviours
+        for link in sc.links:
+            if link.hardware is not None:
+                continue
+            members = [self.devices[d.id] for d in sc.devices if d.link == link.id]
+            if isinstance(link, EmuRtuLink):
+                self.endpoints[link.id] = SerialEndpoint(
+                    members,
+                    baudrate=link.baudrate,
+                    parity=link.parity,
+                    stopbits=link.stopbits,
+                    wire_timing=link.wire_timing,
+                )
+            else:
+                self.endpoints[link.id] = TcpEndpoint(members, port=link.port, rtu=link.type == "modbus-rtu-tcp")
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._started = time.monotonic()
+        self._power_on(list(self.devices))
+        try:
+            for endpoint in self.endpoints.values():
+                await endpoint.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self._tasks.append(asyncio.create_task(self._tick_loop(), name="hil-behaviours"))
+
+    def _power_on(self, ids: list[str], *, first: bool = True) -> None:
+        """Registers to their power-on values. Behaviour state (energy counters, lamp levels)
+        survives a reboot, as it does in non-volatile memory, and is rewritten on the next tick."""
+        now = time.monotonic()
+        scenario_devices = {d.id: d for d in self.loaded.scenario.devices}
+        for device_id in ids:
+            device = self.devices[device_id]
+            device.reset()
+            for point, value in scenario_devices[device_id].values.items():
+                device.set(point, value)
+            if first:
+                self.behaviours[device_id].start(now)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        for endpoint in self.endpoints.values():
+            with contextlib.suppress(Exception):
+                await endpoint.stop()
+
+    async def __aenter__(self) -> Site:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _tick_loop(self) -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(TICK)
+            now = time.monotonic()
+            for device_id, behaviour in self.behaviours.items():
+                try:
+                    behaviour.tick(now, now - last)
+                except Exception:  # one broken model must not freeze the whole site
+                    log.exception("behaviour of %s failed", device_id)
+            last = now
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started
+
+    # -- what is where ----------------------------------------------------------------------
+
+    def links(self) -> list[LinkInfo]:
+        sc = self.loaded.scenario
+        return [
+            LinkInfo(
+                link.id,
+                link.type,
+                link.hardware or self.endpoints[link.id].address,
+                [d.id for d in sc.devices if d.link == link.id],
+            )
+            for link in sc.links
+        ]
+
+    def endpoint_addresses(self) -> dict[str, str]:
+        return {link_id: e.address for link_id, e in self.endpoints.items()}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "scenario": self.loaded.scenario.name,
+            "pid": os.getpid(),
+            "links": [vars(info) for info in self.links()],
+            "devices": [
+                {
+                    "id": d.id,
+                    "unit": d.unit,
+                    "profile": d.resolved.name,
+                    "behaviour": self.behaviours[d.id].name,
+                    "faults": d.faults.active(),
+                    "stats": vars(d.stats),
+                }
+                for d in self.devices.values()
+            ],
+        }
+
+    # -- control ----------------------------------------------------------------------------
+
+    def device(self, device_id: str) -> EmulatedDevice:
+        if device_id not in self.devices:
+            raise ValueError(f"no emulated device '{device_id}' (devices: {', '.join(self.devices)})")
+        return self.devices[device_id]
+
+    def endpoint(self, link_id: str) -> Endpoint:
+        if link_id not in self.endpoints:
+            raise ValueError(f"no emulated link '{link_id}' (links: {', '.join(self.endpoints)})")
+        return self.endpoints[link_id]
+
+    def set_fault(self, device_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        device = self.device(device_id)
+        device.faults.update(changes)
+        log.info("fault %s: %s", device_id, device.faults.active() or "none")
+        return device.faults.active()
+
+    def clear_faults(self, device_id: str | None = None) -> None:
+        for device in [self.device(device_id)] if device_id else list(self.devices.values()):
+            device.faults = type(device.faults)()
+
+    async def reboot(self, device_id: str, downtime: float = 2.0) -> None:
+        """Registers back to power-on values, silent for `downtime`, TCP connections dropped."""
+        device = self.device(device_id)
+        device.stats.reboots += 1
+        device.silent_until = time.monotonic() + downtime
+        self._power_on([device_id], first=False)
+        for d in self.loaded.scenario.devices:
+            if d.id == device_id and d.link in self.endpoints:
+                self.endpoints[d.link].drop_connections()
+        log.info("reboot %s (silent for %.1fs)", device_id, downtime)
+
+    def drop(self, link_id: str) -> int:
+        return self.endpoint(link_id).drop_connections()
+
+    async def refuse(self, link_id: str, on: bool) -> None:
+        await self.endpoint(link_id).refuse(on)
+
+    def noise(self, link_id: str, count: int) -> None:
+        endpoint = self.endpoint(link_id)
+        if not isinstance(endpoint, SerialEndpoint):
+            raise ValueError(f"link '{link_id}' is not a serial line; use the garbage fault on a device instead")
+        endpoint.line.inject_noise(os.urandom(count))
+
+    def stimulus(self, device_id: str, name: str, args: dict[str, Any]) -> None:
+        self.device(device_id)
+        self.behaviours[device_id].inject(name, args)
+
+    def set_value(self, device_id: str, point: str, value: Value) -> None:
+        self.device(device_id).set(point, value)
+
+    def get_value(self, device_id: str, point: str) -> Value:
+        return self.device(device_id).get(point)
+
+    async def apply(self, step: Step) -> None:
+        """Carry out one timeline step."""
+        if step.device is not None:
+            if step.fault is not None:
+                self.set_fault(step.device, step.fault)
+            elif step.clear:
+                self.clear_faults(step.device)
+            elif step.action == "reboot":
+                await self.reboot(step.device, float(step.args.get("downtime", 2.0)))
+            elif step.stimulus is not None:
+                self.stimulus(step.device, step.stimulus, step.args)
+            elif step.set is not None:
+                for point, value in step.set.items():
+                    self.set_value(step.device, point, value)
+            else:
+                raise ValueError(f"action {step.action} applies to links, not devices")
+        elif step.link is not None:
+            if step.action == "drop":
+                self.drop(step.link)
+            elif step.action in ("refuse", "accept"):
+                await self.refuse(step.link, step.action == "refuse")
+            elif step.action == "noise":
+                self.noise(step.link, int(step.args.get("bytes", 16)))
+            else:
+                raise ValueError(f"links take the actions drop, refuse, accept and noise, not {step.action}")
+
+    async def run_timeline(self) -> None:
+        """Apply every step at its time after the start; errors are logged, the site keeps running."""
+        for step in sorted(self.loaded.scenario.timeline, key=lambda s: s.at):
+            delay = step.at - self.elapsed
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                await self.apply(step)
+                log.info("t=%.1fs %s", self.elapsed, step.model_dump(exclude_defaults=True))
+            except ValueError as exc:
+                log.error("t=%.1fs step failed: %s", self.elapsed, exc)
