@@ -209,7 +209,29 @@ class _Checker:
                 )
         if device is not None and device.points is not None:
             resolved = self._select(at, device.points, resolved)
+        if device is not None:
+            self._device_extras(at, device, profile, resolved)
         return resolved
+
+    def _device_extras(self, at: KeyPath, device: DeviceConfig, profile: Profile, resolved: ResolvedProfile) -> None:
+        for group in device.poll_groups:
+            if group not in profile.poll_groups:
+                known = ", ".join(profile.poll_groups) or "none"
+                self.problems.append(
+                    self.source.problem(
+                        (*at, "poll_groups", group),
+                        f"profile '{profile.name}' has no poll group '{group}' (groups: {known})",
+                        key=True,
+                    )
+                )
+        names = {p.name for p in resolved.points}
+        for point in device.report.points:
+            if point not in names:
+                self.problems.append(
+                    self.source.problem(
+                        (*at, "report", "points", point), f"no point '{point}'{did_you_mean(point, names)}", key=True
+                    )
+                )
 
     def _profile(self, at: KeyPath, name: str) -> Profile | None:
         if self.registry.path(name) is None:

@@ -145,6 +145,23 @@ def _positive(value: float) -> float:
     return value
 
 
+class PointReport(Strict):
+    deadband: float = Field(0.0, ge=0, description="publish when a value moves more than this")
+    deadband_pct: float = Field(0.0, ge=0, description="... and more than this percentage of the last value")
+
+
+class ReportSettings(Strict):
+    """When a device's state is published (each message carries all values of the cycle)."""
+
+    mode: Literal["change", "periodic", "change_or_silence"] = Field(
+        "change_or_silence", description="change: when a value moves past its deadband; periodic: every cycle"
+    )
+    deadband: float = Field(0.0, ge=0)
+    deadband_pct: float = Field(0.0, ge=0)
+    max_silence: Duration = Field(60.0, description="change_or_silence: publish at least this often")
+    points: dict[str, PointReport] = Field(default_factory=dict, description="per-point deadbands")
+
+
 class DeviceConfig(Strict):
     id: Identifier
     profile: str
@@ -156,6 +173,12 @@ class DeviceConfig(Strict):
     params: dict[str, int] = Field(default_factory=dict, description="profile parameters, e.g. {line: 1}")
     points: list[str] | None = Field(None, description="poll only these points (default: all)")
     overrides: dict[str, PointFields] = Field(default_factory=dict, description="per-point changes to the profile")
+    poll_groups: dict[str, Duration] = Field(
+        default_factory=dict, description="intervals of the profile's point groups"
+    )
+    report: ReportSettings = Field(default_factory=ReportSettings)
+    offline_after: int = Field(3, ge=1, le=100, description="consecutive failed cycles before offline")
+    max_backoff: Duration = Field(60.0, description="longest wait between probes of an offline device")
 
     _id = field_validator("id")(_not_reserved)
     _poll = field_validator("poll")(_positive)

@@ -65,6 +65,7 @@ class PointSpec:
     description: str | None
     initial: Value | None
     key: str | None
+    group: str | None
     origin: KeyPath
 
     @property
@@ -208,9 +209,19 @@ def _build_point(
             # A missing field is reported at the point's name; a wrong one at its value.
             issues.append(Issue((*origin, field) if field else origin, message, key=field is None or field not in f))
 
+    group = f.get("group")
+    if group is not None and group not in profile.poll_groups:
+        known = ", ".join(profile.poll_groups) or "none defined"
+        bad("group", f"unknown poll group '{group}' (poll_groups: {known})")
     if profile.protocol == "node":
         return _node_point(name, f, origin, bad, issues, before)
-    return _modbus_point(name, f, origin, base, shift, bad, issues, before)
+    spec = _modbus_point(name, f, origin, base, shift, bad, issues, before)
+    if spec is not None and spec.table is not None:
+        top = profile.limits.max_bits if spec.table.is_bits else profile.limits.max_registers
+        if spec.registers > top:
+            bad(None, f"point needs {spec.registers} registers but the device reads at most {top} at once")
+            return None
+    return spec
 
 
 def _modbus_point(
@@ -349,6 +360,7 @@ def _spec(
         description=f.get("description"),
         initial=f.get("initial"),
         key=f.get("key"),
+        group=f.get("group"),
         origin=origin,
     )
 

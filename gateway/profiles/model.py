@@ -75,6 +75,7 @@ class PointFields(Strict):
     description: str | None = None
     initial: Scalar | None = Field(None, description="value an emulator starts with")
     key: str | None = Field(None, description="node profiles: the telemetry key carrying this point")
+    group: str | None = Field(None, description="poll group (see poll_groups); default: the device's poll interval")
 
     @field_validator("scale")
     @classmethod
@@ -157,5 +158,6 @@ class Profile(Strict):
     parameters: dict[Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")], Parameter] = Field(default_factory=dict)
     defaults: PointFields = Field(default_factory=PointFields)
     limits: Limits = Field(default_factory=Limits)
+    poll_groups: dict[str, Duration] = Field(default_factory=dict, description="intervals of point groups")
     points: dict[PointName, PointDefinition] = Field(default_factory=dict)
     repeat: list[RepeatBlock] = Field(default_factory=list)

@@ -1,0 +1,276 @@
+"""LinkScheduler: the one owner of a physical link. Strictly one request at a time, earliest due first.
+
+Commands (writes, reads on request) wait in a priority lane and go out at the next
+transaction boundary, ahead of polling. A device that times out loses the rest of
+its cycle, so it costs the link at most its timeout; while offline it is only probed
+with backoff. A link that cannot connect is retried with backoff too, without every
+device paying the connect timeout in turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.core.device import Device, PollGroup
+from gateway.core.events import DeviceUpdate, EventBus, HealthChanged, Notable
+from gateway.core.health import Counters, State
+from gateway.south.modbus.errors import ConnectionFailed, ModbusExceptionResponse, TransactionError
+from gateway.south.modbus.pdu import check_response
+from gateway.south.modbus.transport import Transport
+
+log = logging.getLogger("cityedge.engine")
+
+Job = Callable[[], Awaitable[Any]]
+
+
+@dataclass
+class LinkStats:
+    counters: Counters = field(default_factory=Counters)
+    busy: float = 0.0  # seconds spent in transactions
+    state: str = "up"
+    reason: str | None = None
+    reconnect_backoff: float = 0.0
+
+    def to_json(self, transport: Transport, uptime: float) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "reason": self.reason,
+            "utilization": round(self.busy / uptime, 3) if uptime > 0 else 0.0,
+            "reconnects": max(0, transport.reconnects - 1),
+            "noise_bytes": transport.noise_bytes,
+            **self.counters.to_json(),
+        }
+
+
+class LinkScheduler:
+    def __init__(self, link_id: str, transport: Transport, bus: EventBus) -> None:
+        self.id = link_id
+        self.transport = transport
+        self.bus = bus
+        self.devices: dict[str, Device] = {}
+        self.stats = LinkStats()
+        self._priority: deque[tuple[Job, asyncio.Future[Any]]] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._retry_at = 0.0  # link down: no attempts before this (monotonic)
+        self._started = 0.0
+        self._rng = random.Random(link_id)
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._started = loop.time()
+        for device in self.devices.values():
+            device.schedule(self._started)
+        self._task = loop.create_task(self._run(), name=f"link-{self.id}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while self._priority:
+            _, future = self._priority.popleft()
+            if not future.done():
+                future.set_exception(ConnectionFailed(f"{self.id}: stopping", "stopping"))
+        await self.transport.close()
+
+    def add(self, device: Device) -> None:
+        self.devices[device.id] = device
+        if self._task is not None:
+            device.schedule(asyncio.get_running_loop().time())
+            self._wake.set()
+
+    def remove(self, device_id: str) -> Device | None:
+        return self.devices.pop(device_id, None)
+
+    # -- the priority lane ----------------------------------------------------------------------
+
+    async def submit(self, job: Job) -> Any:
+        """Run `job` (which may call `transaction`) at the next transaction boundary, ahead of polling."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._priority.append((job, future))
+        self._wake.set()
+        return await future
+
+    async def _drain_priority(self) -> None:
+        while self._priority:
+            job, future = self._priority.popleft()
+            if future.done():  # the caller gave up (timeout)
+                continue
+            try:
+                future.set_result(await job())
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+
+    # -- transactions -------------------------------------------------------------------------
+
+    async def transaction(self, device: Device, pdu: bytes) -> bytes:
+        """One request/answer on this link, counted for the device and the link. Returns the answer's data."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._retry_at:
+            raise ConnectionFailed(f"{self.id}: link down ({self.stats.reason}), retrying later", "link_down")
+        start = loop.time()
+        device_counters, link_counters = device.health.counters, self.stats.counters
+        device_counters.requests += 1
+        link_counters.requests += 1
+        try:
+            answer = await self.transport.transact(device.unit, pdu, device.timeout)
+            data = check_response(pdu, answer)
+        except TransactionError as exc:
+            device_counters.errors[exc.kind] += 1
+            link_counters.errors[exc.kind] += 1
+            if isinstance(exc, ConnectionFailed):
+                self._link_down(exc)
+            elif isinstance(exc, ModbusExceptionResponse):
+                self._link_up()
+                self._answered(device, loop.time() - start)
+            raise
+        finally:
+            self.stats.busy += loop.time() - start
+            if device.pause:
+                await asyncio.sleep(device.pause)
+        self._link_up()
+        self._answered(device, loop.time() - start)
+        return data
+
+    def _answered(self, device: Device, seconds: float) -> None:
+        device.health.counters.rtt.add(seconds)
+        self.stats.counters.rtt.add(seconds)
+
+    def _link_down(self, exc: ConnectionFailed) -> None:
+        if exc.reason == "link_down":
+            return
+        backoff = min(30.0, max(0.5, self.stats.reconnect_backoff * 2 or 0.5))
+        self.stats.reconnect_backoff = backoff
+        self._retry_at = asyncio.get_running_loop().time() + backoff * self._rng.uniform(0.8, 1.2)
+        if self.stats.state != "down":
+            log.warning("link %s down: %s", self.id, exc)
+            self.bus.publish(Notable("link_down", {"link": self.id, "reason": exc.reason, "message": str(exc)}))
+        self.stats.state, self.stats.reason = "down", exc.reason
+
+    def _link_up(self) -> None:
+        if self.stats.state != "up":
+            log.info("link %s up", self.id)
+            self.bus.publish(Notable("link_up", {"link": self.id}))
+        self.stats.state, self.stats.reason, self.stats.reconnect_backoff = "up", None, 0.0
+
+    # -- polling ------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._drain_priority()
+            due = self._next_group()
+            now = loop.time()
+            if due is None or due[1].next_due > now:
+                await self._sleep_until(due[1].next_due if due else now + 3600)
+                continue
+            device, group = due
+            try:
+                await self._cycle(device, group, probe=device.health.state is State.OFFLINE)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not stop polling for good
+                log.exception("cycle of %s failed", device.id)
+            self._reschedule(device, group, loop.time())
+
+    def _next_group(self) -> tuple[Device, PollGroup] | None:
+        best: tuple[Device, PollGroup] | None = None
+        for device in self.devices.values():
+            for group in device.groups:
+                if best is None or group.next_due < best[1].next_due:
+                    best = (device, group)
+        return best
+
+    async def _sleep_until(self, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        if self._priority:
+            return
+        self._wake.clear()
+        handle = loop.call_at(deadline, self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            handle.cancel()
+
+    def _reschedule(self, device: Device, group: PollGroup, now: float) -> None:
+        if device.health.state is State.OFFLINE:
+            group.next_due = now + device.health.next_probe_in()
+        else:
+            group.advance(now)
+
+    async def _cycle(self, device: Device, group: PollGroup, *, probe: bool = False) -> None:
+        """Poll one group of one device: every planned read, or one probe while the device is offline."""
+        queue = deque(group.plan[:1] if probe else group.plan)
+        answered = 0
+        failure: TransactionError | None = None
+        partial_reason = ""
+        received = 0.0
+        while queue:
+            await self._drain_priority()
+            request = queue.popleft()
+            try:
+                data = await self.transaction(device, request.pdu)
+            except ModbusExceptionResponse as exc:
+                answered += 1
+                if exc.code == 2 and device.planner.split(request):
+                    device.replan()
+                    queue.extendleft(reversed(device.planner.plan(p for p, _ in request.points)))
+                    log.info("%s: exception 02 on a merged read at %d; split it", device.id, request.start)
+                    continue
+                device.fail(request.points, exc.name)
+                partial_reason = exc.name
+                continue
+            except ConnectionFailed as exc:
+                failure = exc
+                break
+            except TransactionError as exc:
+                if exc.kind in ("crc", "framing") and answered:
+                    device.fail(request.points, exc.kind)  # a bad frame among good ones: keep going
+                    partial_reason = exc.kind
+                    continue
+                failure = exc  # a timeout (or garbage instead of an answer): skip the rest of the cycle
+                break
+            answered += 1
+            received = asyncio.get_running_loop().time()
+            device.decode(request, data)
+        if failure is None and probe:
+            # The probe answered: back to normal at once, with a full cycle right away,
+            # and the schedule re-anchored on now.
+            group.next_due = asyncio.get_running_loop().time()
+            await self._cycle(device, group)
+            return
+        reason = partial_reason
+        if failure is not None:
+            reason = failure.reason if isinstance(failure, ConnectionFailed) else failure.kind
+            device.clear_all(reason)
+        self._finish(device, ok=failure is None, partial=bool(partial_reason), reason=reason, received=received)
+
+    def _finish(self, device: Device, *, ok: bool, partial: bool, reason: str, received: float) -> None:
+        health = device.health
+        previous = health.state.value if health.known else None
+        if health.cycle_done(ok=ok, partial=partial or (ok and bool(device.errors)), reason=reason):
+            log.info("%s: %s%s", device.id, health.state.value, f" ({reason})" if reason else "")
+            self.bus.publish(
+                HealthChanged(device.id, health.state.value, previous, health.reason or None, health.to_json())
+            )
+        now = asyncio.get_running_loop().time()
+        if device.reporter.due(device.values, device.errors, now):
+            self.bus.publish(
+                DeviceUpdate(device.id, device.timestamp(), dict(device.values), dict(device.errors), received or now)
+            )
+
+    def health(self) -> dict[str, Any]:
+        uptime = asyncio.get_running_loop().time() - self._started if self._started else 0.0
+        return self.stats.to_json(self.transport, uptime)
