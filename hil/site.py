@@ -105,6 +105,7 @@ class Site:
                 device.set(point, value)
             if first:
                 self.behaviours[device_id].start(now)
+            self.behaviours[device_id].tick(now, 0.0)  # plausible values from the first request on
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -86,7 +86,7 @@ class Engine:
                 new is None
                 or not new.enabled
                 or new != old_devices.get(device_id)
-                or (old and loaded.devices.get(device_id) != old.devices.get(device_id))
+                or (old and _profile_of(loaded, device_id) != _profile_of(old, device_id))
             ):
                 self._remove_device(device_id)
                 if new is None or not new.enabled:
@@ -216,6 +216,11 @@ class Engine:
             "links": {link_id: s.health() for link_id, s in self.links.items()},
             "devices": self.device_states(),
         }
+
+
+def _profile_of(loaded: LoadedConfig, device_id: str) -> object:
+    resolved = loaded.devices.get(device_id)
+    return resolved.profile if resolved else None
 
 
 def _close(a: object, b: object) -> bool:

@@ -47,7 +47,7 @@ class RtuFramer:
     def build(self, unit: int, pdu: bytes, tid: int = 0) -> bytes:
         body = bytes([unit]) + pdu
         crc = crc16(body)
-        return body + bytes((crc & 0xFF, crc >> 8))
+        return body + bytes((crc & 0xFF, crc >> 8))  # CRC low byte first
 
     def scan(self, buf: bytearray, unit: int, function: int, normal_len: int, tid: int = 0) -> Found:
         suspect: TransactionError | None = None
