@@ -23,8 +23,9 @@ from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
+from gateway.south.modbus.framing import crc16
 from hil.device import READ_FUNCTIONS, WRITE_FUNCTIONS, EmulatedDevice, Silent
-from hil.frames import crc16, unit_of, with_crc
+from hil.frames import unit_of, with_crc
 from hil.ptyline import PtyLine
 
 log = logging.getLogger("cityedge.hil")

@@ -19,12 +19,11 @@ from gateway.core.commands import CommandError, check_value
 from gateway.core.device import Device
 from gateway.core.events import EventBus
 from gateway.core.health import State
+from gateway.core.pointio import read_point, write_point
 from gateway.core.scheduler import LinkScheduler
-from gateway.points.codec import DataType, Value
+from gateway.points.codec import Value
 from gateway.profiles.expand import PointSpec
-from gateway.profiles.model import Table
 from gateway.south.modbus.errors import ConnectionFailed, ModbusExceptionResponse, TransactionError
-from gateway.south.modbus.pdu import read_request, write_coils_request, write_registers_request
 from gateway.south.modbus.transport import make_transport
 
 log = logging.getLogger("cityedge.engine")
@@ -148,9 +147,12 @@ class Engine:
             raise CommandError("device_offline", f"{device_id} is offline ({device.health.reason})", name)
         scheduler = self.links[self._link_of[device_id]]
 
+        async def transact(pdu: bytes) -> bytes:
+            return await scheduler.transaction(device, pdu)
+
         async def job() -> Value | None:
-            await self._write_point(scheduler, device, point, checked)
-            return await self._read_point(scheduler, device, point) if readback else None
+            await write_point(transact, point, checked)
+            return await read_point(transact, point) if readback else None
 
         result: Value | None = await self._run(scheduler, device, point, job)
         if readback and result != checked and not _close(result, checked):
@@ -163,7 +165,11 @@ class Engine:
         if not point.access.readable:
             raise CommandError("write_only", f"{name} can be written but not read", name)
         scheduler = self.links[self._link_of[device_id]]
-        result: Value = await self._run(scheduler, device, point, lambda: self._read_point(scheduler, device, point))
+
+        async def transact(pdu: bytes) -> bytes:
+            return await scheduler.transaction(device, pdu)
+
+        result: Value = await self._run(scheduler, device, point, lambda: read_point(transact, point))
         return result
 
     async def _run(self, scheduler: LinkScheduler, device: Device, point: PointSpec, job: Any) -> Any:
@@ -183,27 +189,6 @@ class Engine:
             raise CommandError(
                 "timeout" if exc.kind == "timeout" else "transport_error", f"{device.id}: {exc}", point.name
             ) from None
-
-    async def _write_point(self, scheduler: LinkScheduler, device: Device, point: PointSpec, value: Value) -> None:
-        assert point.table is not None and point.codec is not None
-        if point.table is Table.COIL:
-            await scheduler.transaction(device, write_coils_request(point.address, [bool(value)]))
-            return
-        if point.dtype is DataType.BIT:  # read-modify-write of the register holding the bit
-            current = await scheduler.transaction(device, read_request(Table.HOLDING, point.address, 1))
-            merged = point.codec.merge_bit(int.from_bytes(current[:2], "big"), value)
-            await scheduler.transaction(device, write_registers_request(point.address, [merged]))
-            return
-        registers = point.codec.encode(value)
-        await scheduler.transaction(device, write_registers_request(point.address, registers))
-
-    async def _read_point(self, scheduler: LinkScheduler, device: Device, point: PointSpec) -> Value:
-        assert point.table is not None
-        data = await scheduler.transaction(device, read_request(point.table, point.address, point.registers))
-        if point.table.is_bits:
-            return bool(data[0] & 1)
-        assert point.codec is not None
-        return point.codec.decode(data, 0)
 
     # -- health -----------------------------------------------------------------------------------
 

@@ -1,0 +1,234 @@
+"""`cityedge read` and `cityedge write`: probe one device without a configuration file.
+
+With a profile, points are read with the same planner and decoded with the same
+codec as the gateway. Without one, `--all-orders` decodes the same registers in every
+byte order, which is how an integrator finds out how a device sends its values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import struct
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import yaml
+
+from gateway.cli.errors import UsageError
+from gateway.config.model import DeviceConfig, ModbusRtuLink, ModbusRtuTcpLink, ModbusTcpLink
+from gateway.config.problems import did_you_mean
+from gateway.core.commands import CommandError, check_value
+from gateway.core.device import Device
+from gateway.core.pointio import read_point, write_point
+from gateway.points.codec import ByteOrder, Codec, CodecError, DataType
+from gateway.profiles.expand import expand
+from gateway.profiles.model import Table
+from gateway.profiles.registry import ProfileRegistry
+from gateway.south.modbus.errors import TransactionError
+from gateway.south.modbus.pdu import check_response, read_request
+from gateway.south.modbus.transport import Transport, make_transport
+
+
+def _link_arguments(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--tcp", metavar="HOST:PORT", help="Modbus TCP device or gateway")
+    where.add_argument("--rtu-tcp", metavar="HOST:PORT", help="RTU frames over TCP (serial-to-Ethernet converter)")
+    where.add_argument("--serial", metavar="DEV", help="serial port, e.g. /dev/ttyUSB0")
+    p.add_argument("--baudrate", type=int, default=9600)
+    p.add_argument("--parity", choices=["N", "E", "O"], default="N")
+    p.add_argument("--stopbits", type=int, choices=[1, 2], default=1)
+    p.add_argument("--unit", type=int, required=True, help="Modbus unit (slave) id")
+    p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each answer")
+    p.add_argument("--profile", help="device profile (see cityedge profiles list)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="profile parameter")
+    p.add_argument("--profile-dir", action="append", default=[], metavar="DIR")
+    p.add_argument("--json", action="store_true")
+
+
+def register(sub: Any) -> None:
+    read = sub.add_parser("read", help="read a device now: decoded points, or raw registers in every byte order")
+    _link_arguments(read)
+    read.add_argument("--point", action="append", metavar="NAME", help="only these points (with --profile)")
+    read.add_argument("--table", choices=[t.value for t in Table], help="raw read: table")
+    read.add_argument("--address", type=lambda v: int(v, 0), help="raw read: first address (0-based; 0x.. allowed)")
+    read.add_argument("--count", type=int, default=None, help="raw read: registers (default: what the type needs)")
+    read.add_argument(
+        "--type",
+        choices=[t.value for t in DataType if t not in (DataType.BIT, DataType.ENUM)],
+        default="uint16",
+        help="raw read: decode as this type",
+    )
+    read.add_argument("--byte-order", choices=[o.value for o in ByteOrder], default="ABCD")
+    read.add_argument("--all-orders", action="store_true", help="raw read: decode in all four byte orders")
+    read.set_defaults(handler=run_read)
+
+    write = sub.add_parser("write", help="write one point, validated against its profile, and read it back")
+    _link_arguments(write)
+    write.add_argument("--point", required=True)
+    write.add_argument("--value", required=True, help="a number, true/false, or an enum name")
+    write.add_argument("--no-readback", action="store_true")
+    write.set_defaults(handler=run_write)
+
+
+def _link(args: argparse.Namespace) -> ModbusTcpLink | ModbusRtuTcpLink | ModbusRtuLink:
+    try:
+        if args.serial:
+            return ModbusRtuLink(
+                id="probe",
+                type="modbus-rtu",
+                device=args.serial,
+                baudrate=args.baudrate,
+                parity=args.parity,
+                stopbits=args.stopbits,
+                timeout=args.timeout,
+            )
+        host, _, port = (args.tcp or args.rtu_tcp).rpartition(":")
+        if args.tcp:
+            return ModbusTcpLink(id="probe", type="modbus-tcp", host=host, port=int(port), timeout=args.timeout)
+        return ModbusRtuTcpLink(id="probe", type="modbus-rtu-tcp", host=host, port=int(port), timeout=args.timeout)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"bad link settings (HOST:PORT?): {exc}") from None
+
+
+def _device(args: argparse.Namespace) -> Device:
+    registry = ProfileRegistry(args.profile_dir)
+    if registry.path(args.profile) is None:
+        raise UsageError(f"unknown profile '{args.profile}'{did_you_mean(args.profile, registry.names())}")
+    params = {}
+    for item in args.param:
+        name, _, value = item.partition("=")
+        if not value.lstrip("-").isdigit():
+            raise UsageError(f"--param takes NAME=INTEGER, got {item!r}")
+        params[name] = int(value)
+    profile = registry.load(args.profile)[0]
+    resolved, issues = expand(profile, params)
+    if issues:
+        raise UsageError("; ".join(i.message for i in issues))
+    config = DeviceConfig(id="probe", profile=args.profile, link="probe", unit=args.unit, params=params)
+    return Device(config, resolved, args.timeout)
+
+
+async def _with_transport(args: argparse.Namespace, work: Callable[[Transport], Awaitable[int]]) -> int:
+    transport = make_transport(_link(args))
+    try:
+        return await work(transport)
+    finally:
+        await transport.close()
+
+
+def _transact(transport: Transport, args: argparse.Namespace) -> Callable[[bytes], Awaitable[bytes]]:
+    async def transact(pdu: bytes) -> bytes:
+        return check_response(pdu, await transport.transact(args.unit, pdu, args.timeout))
+
+    return transact
+
+
+def run_read(args: argparse.Namespace) -> int:
+    if args.profile:
+        return asyncio.run(_with_transport(args, lambda t: _read_profile(t, args)))
+    if args.table is None or args.address is None:
+        raise UsageError("give --profile, or --table and --address for a raw read")
+    return asyncio.run(_with_transport(args, lambda t: _read_raw(t, args)))
+
+
+async def _read_profile(transport: Transport, args: argparse.Namespace) -> int:
+    device = _device(args)
+    points = [p for p in device.resolved.points if p.access.readable]
+    if args.point:
+        names = {p.name for p in points}
+        for name in args.point:
+            if name not in names:
+                raise UsageError(f"profile '{args.profile}' has no readable point '{name}'{did_you_mean(name, names)}")
+        points = [p for p in points if p.name in args.point]
+    transact = _transact(transport, args)
+    failed = 0
+    for request in device.planner.plan(points):
+        try:
+            device.decode(request, await transact(request.pdu))
+        except TransactionError as exc:
+            failed += 1
+            device.fail(request.points, f"{exc.kind}: {exc}")
+    rows = [
+        {"point": p.name, "value": device.values.get(p.name), "unit": p.unit, "error": device.errors.get(p.name)}
+        for p in points
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        width = max((len(p.name) for p in points), default=5)
+        for r in rows:
+            shown = f"ERROR {r['error']}" if r["error"] else f"{r['value']} {r['unit'] or ''}".rstrip()
+            print(f"{r['point']:<{width}}  {shown}")
+    return 1 if failed else 0
+
+
+async def _read_raw(transport: Transport, args: argparse.Namespace) -> int:
+    dtype = DataType(args.type)
+    length = 2 * args.count if dtype is DataType.STRING and args.count else 16
+    probe = Codec(dtype, length=length)
+    count = args.count or probe.registers
+    table = Table(args.table)
+    try:
+        data = await _transact(transport, args)(read_request(table, args.address, count))
+    except TransactionError as exc:
+        print(f"cityedge: error: {exc.kind}: {exc}", file=sys.stderr)
+        return 1
+    if table.is_bits:
+        bits = [bool(data[i // 8] >> (i % 8) & 1) for i in range(count)]
+        print(json.dumps({"address": args.address, "bits": bits}) if args.json else " ".join(str(int(b)) for b in bits))
+        return 0
+    registers = list(struct.unpack(f">{len(data) // 2}H", data))
+    orders = list(ByteOrder) if args.all_orders else [ByteOrder(args.byte_order)]
+    decoded: dict[str, object] = {}
+    for order in orders:
+        try:
+            decoded[order.value] = Codec(dtype, order, length=length).decode(data, 0)
+        except CodecError as exc:
+            decoded[order.value] = f"({exc})"
+    if args.json:
+        print(json.dumps({"address": args.address, "registers": registers, "type": dtype.value, "decoded": decoded}))
+        return 0
+    print(f"registers at {args.address}: " + " ".join(f"0x{r:04X}" for r in registers))
+    for name, value in decoded.items():
+        print(f"  {dtype.value} {name}: {value}")
+    return 0
+
+
+def run_write(args: argparse.Namespace) -> int:
+    if not args.profile:
+        raise UsageError("write needs --profile, so the value can be checked against the point")
+    return asyncio.run(_with_transport(args, lambda t: _write(t, args)))
+
+
+async def _write(transport: Transport, args: argparse.Namespace) -> int:
+    device = _device(args)
+    point = device.points.get(args.point)
+    if point is None:
+        raise UsageError(
+            f"profile '{args.profile}' has no point '{args.point}'{did_you_mean(args.point, device.points)}"
+        )
+    raw = yaml.safe_load(args.value)
+    try:
+        value = check_value(point, raw)
+    except CommandError as exc:
+        raise UsageError(f"{exc.code}: {exc.message}") from None
+    transact = _transact(transport, args)
+    try:
+        await write_point(transact, point, value)
+        readback = None if args.no_readback or not point.access.readable else await read_point(transact, point)
+    except TransactionError as exc:
+        print(f"cityedge: error: write failed: {exc.kind}: {exc}", file=sys.stderr)
+        return 1
+    result = {"point": point.name, "written": value, "read_back": readback}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        back = "" if readback is None else f", reads back {readback}"
+        print(f"{point.name}: wrote {value}{back}")
+    if readback is not None and readback != value:
+        print(f"cityedge: warning: the device reports {readback!r} after writing {value!r}", file=sys.stderr)
+        return 1
+    return 0
