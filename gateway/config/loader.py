@@ -7,6 +7,7 @@ configuration and in the profiles it uses), each with file, line and key.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from gateway.config.model import DeviceConfig, GatewayConfig, GatewayInfo, Link,
 from gateway.config.problems import ConfigError, KeyPath, Problem, did_you_mean, format_path
 from gateway.config.validate import validate
 from gateway.config.yamlsource import YamlSource, load_yaml
-from gateway.profiles.expand import ResolvedProfile, expand
+from gateway.profiles.expand import Issue, ResolvedProfile, expand
 from gateway.profiles.model import Profile
 from gateway.profiles.registry import ProfileRegistry
 
@@ -123,6 +124,7 @@ class _Checker:
         self.registry = registry
         self.problems: list[Problem] = []
         self._bad_profiles: set[str] = set()
+        self._resolved: dict[tuple[str, str, str], tuple[ResolvedProfile, list[Issue]]] = {}
 
     def add(self, path: KeyPath, message: str) -> None:
         self.problems.append(self.source.problem(path, message))
@@ -199,7 +201,13 @@ class _Checker:
             self.add((*at, "profile"), f"profile '{name}' describes a {profile.protocol} device; list it under {use}")
             return None
         overrides = {k: v.model_dump(exclude_unset=True) for k, v in device.overrides.items()} if device else {}
-        resolved, issues = expand(profile, device.params if device else {}, overrides)
+        params = device.params if device else {}
+        # Devices of one model with the same settings share one resolved profile (points and codecs):
+        # two hundred identical meters cost the memory of one.
+        key = (name, json.dumps(params, sort_keys=True), json.dumps(overrides, sort_keys=True, default=str))
+        if key not in self._resolved:
+            self._resolved[key] = expand(profile, params, overrides)
+        resolved, issues = self._resolved[key]
         for issue in issues:
             if issue.override:
                 self.problems.append(self.source.problem((*at, *issue.path), issue.message, key=issue.key))

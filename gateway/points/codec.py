@@ -13,6 +13,7 @@ is fully little-endian. For 16-bit values only the byte swap matters.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections.abc import Callable, Mapping, Sequence
@@ -113,6 +114,12 @@ def _scale_decimals(scale: float) -> int | None:
 _F32 = struct.Struct(">f")
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(fmt: str) -> struct.Struct:
+    """One Struct per format, shared by every codec that needs it."""
+    return struct.Struct(fmt)
+
+
 def _shortest_float32(value: float) -> float:
     """The shortest decimal that is the same float32: 12345.677734375 reads back as 12345.678."""
     if not math.isfinite(value):
@@ -179,7 +186,7 @@ class Codec:
         self.decimals = decimals if decimals is not None else _scale_decimals(scale)
         self._perm = byte_permutation(byte_order, self.registers)
         identity = self._perm == tuple(range(2 * self.registers))
-        self._struct = struct.Struct(">" + self._struct_code())
+        self._struct = _compiled(">" + self._struct_code())
         self._decode_raw = self._build_raw_decoder(identity)
         self._post = self._build_post()
 
@@ -200,14 +207,14 @@ class Codec:
         code, n = self._struct.format[1:], self.registers
         if self.dtype is not DataType.STRING:
             if self.byte_order is ByteOrder.DCBA:
-                little = struct.Struct("<" + code).unpack_from
+                little = _compiled("<" + code).unpack_from
                 return lambda buf, reg: little(buf, 2 * reg)[0]
             value_unpack = self._struct.unpack
-            words_pack = struct.Struct(f">{n}H").pack
+            words_pack = _compiled(f">{n}H").pack
             if self.byte_order is ByteOrder.CDAB:
-                words_be = struct.Struct(f">{n}H").unpack_from
+                words_be = _compiled(f">{n}H").unpack_from
                 return lambda buf, reg: value_unpack(words_pack(*words_be(buf, 2 * reg)[::-1]))[0]
-            words_swapped = struct.Struct(f"<{n}H").unpack_from  # BADC: each word's bytes reversed
+            words_swapped = _compiled(f"<{n}H").unpack_from  # BADC: each word's bytes reversed
             return lambda buf, reg: value_unpack(words_pack(*words_swapped(buf, 2 * reg)))[0]
         unpack = self._struct.unpack
         pick = itemgetter(*self._perm)
