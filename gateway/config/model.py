@@ -19,6 +19,8 @@ class GatewayInfo(Strict):
     id: Identifier = Field(description="unique gateway id; part of the default MQTT base topic")
     site: str | None = Field(None, description="where the cabinet stands")
     description: str | None = None
+    health_interval: Duration = Field(30.0, description="how often <base>/health and device health are published")
+    sbo_timeout: Duration = Field(10.0, description="how long a select-before-operate selection stays valid")
 
 
 class TlsSettings(Strict):

@@ -15,12 +15,22 @@ from gateway.profiles.expand import PointSpec
 
 
 class CommandError(Exception):
-    def __init__(self, code: str, message: str, point: str | None = None, exception_code: int | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        point: str | None = None,
+        exception_code: int | None = None,
+        details: list[str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code, self.message, self.point, self.exception_code = code, message, point, exception_code
+        self.details = details
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.details:
+            out["details"] = self.details
         if self.point is not None:
             out["point"] = self.point
         if self.exception_code is not None:

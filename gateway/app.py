@@ -1,0 +1,108 @@
+"""The gateway a city installs: engine, MQTT link and features, run until told to stop.
+
+`Gateway.run()` starts everything, handles SIGTERM/SIGINT, reloads on request (only
+what changed restarts), and on a clean stop says offline before disconnecting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from gateway.config.loader import LoadedConfig, load_config
+from gateway.core.engine import Engine
+from gateway.core.events import EventBus, Notable
+from gateway.north.extensions.availability import Availability
+from gateway.north.extensions.base import Context, Extension
+from gateway.north.extensions.commands import Commands
+from gateway.north.extensions.devices import DeviceList
+from gateway.north.extensions.events import EventPublisher
+from gateway.north.extensions.health import GatewayHealth
+from gateway.north.extensions.homeassistant import HomeAssistant
+from gateway.north.extensions.requests import Requests
+from gateway.north.extensions.state import StatePublisher
+from gateway.north.mqtt import MqttLink
+from gateway.north.queue import MessageQueue
+
+log = logging.getLogger("cityedge")
+
+EXTENSIONS: tuple[type[Extension], ...] = (
+    StatePublisher,
+    Availability,
+    GatewayHealth,
+    DeviceList,
+    EventPublisher,
+    Commands,
+    Requests,
+    HomeAssistant,
+)
+
+
+class Gateway:
+    def __init__(self, path: Path, loaded: LoadedConfig | None = None) -> None:
+        self.path = path
+        self.loaded = loaded or load_config(path)
+        self.bus = EventBus()
+        self.engine = Engine(self.bus)
+        self.queue = MessageQueue()
+        self.mqtt = MqttLink(self.loaded.config, self.queue)
+        self.ctx = Context(self.loaded, self.bus, self.engine, self.mqtt, self.reload)
+        self.extensions = [cls(self.ctx) for cls in EXTENSIONS]
+        self.stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        for extension in self.extensions:
+            extension.start()
+        self.mqtt.start()
+        await self.engine.start(self.loaded)
+        config = self.loaded.config
+        log.info(
+            "gateway %s started: %d links, %d devices, MQTT %s:%d under %s",
+            config.gateway.id,
+            len(config.links),
+            len(config.devices),
+            config.mqtt.host,
+            config.mqtt.port,
+            config.base_topic,
+        )
+
+    async def stop(self) -> None:
+        log.info("stopping")
+        await self.engine.stop()
+        for extension in reversed(self.extensions):
+            await extension.stop()
+        await self.mqtt.stop()
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the configuration file; nothing changes if it is invalid (ConfigError)."""
+        loaded = await asyncio.to_thread(load_config, self.path)
+        notes = []
+        old = self.loaded.config
+        if loaded.config.mqtt != old.mqtt or loaded.config.gateway.id != old.gateway.id:
+            notes.append("mqtt and gateway id changes take effect at the next restart")
+            loaded = _keep_mqtt(loaded, old)
+        report = await self.engine.apply(loaded)
+        self.loaded = self.ctx.loaded = loaded
+        for extension in self.extensions:
+            extension.reloaded()
+        log.info("configuration reloaded: %s", report.to_json() or "no changes")
+        return {**report.to_json(), **({"notes": notes} if notes else {})}
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stopping.set)
+        await self.start()
+        self.bus.publish(Notable("started", {"devices": len(self.loaded.config.devices)}))
+        try:
+            await self.stopping.wait()
+        finally:
+            await self.stop()
+
+
+def _keep_mqtt(loaded: LoadedConfig, old: Any) -> LoadedConfig:
+    config = loaded.config.model_copy(update={"mqtt": old.mqtt, "gateway": old.gateway})
+    return LoadedConfig(loaded.path, config, loaded.source, loaded.registry, loaded.devices, loaded.nodes)

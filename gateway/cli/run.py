@@ -1,0 +1,73 @@
+"""`cityedge run -c FILE`: the gateway, until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway.config.problems import ConfigError, Problem
+
+LEVELS = ("debug", "info", "warning", "error")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for journald and log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="run the gateway")
+    p.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
+    p.add_argument("--log-level", choices=LEVELS, default="info")
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    p.set_defaults(handler=run)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("pymodbus", "cityedge.mqtt.paho", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gateway.app import Gateway
+    from gateway.config.loader import load_config
+    from gateway.north.mqtt import SecretError
+
+    setup_logging(args.log_level, args.log_format)
+    loaded = load_config(args.config)
+
+    async def main() -> None:
+        try:
+            gateway = Gateway(args.config, loaded)
+        except SecretError as exc:
+            raise ConfigError([Problem(str(args.config), 1, 1, (), str(exc))]) from None
+        await gateway.run()
+
+    asyncio.run(main())
+    return 0

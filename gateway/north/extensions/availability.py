@@ -1,0 +1,57 @@
+"""Per device: `<base>/<device>/availability` (online/offline) and `<base>/<device>/health` (JSON), retained.
+
+Published on every change, every health interval, and again after each reconnect.
+Degraded devices are available: they answer, with some errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from gateway.core.events import HealthChanged, Notable
+from gateway.north.extensions.base import Extension
+from gateway.north.message import Kind
+
+
+class Availability(Extension):
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.ctx.bus.subscribe(HealthChanged, self.on_change)
+        self.ctx.mqtt.on_connect(self.publish_all)
+        self._task = asyncio.create_task(self._periodic(), name="device-health")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def on_change(self, event: HealthChanged) -> None:
+        self._publish(event.device, event.state, dict(event.health))
+        if event.previous is not None and (event.state == "offline") != (event.previous == "offline"):
+            kind = "device_offline" if event.state == "offline" else "device_online"
+            self.ctx.bus.publish(Notable(kind, {"device": event.device, "reason": event.reason}))
+
+    def _publish(self, device: str, state: str, health: dict[str, object]) -> None:
+        base, mqtt = self.ctx.base, self.ctx.mqtt
+        mqtt.publish(
+            f"{base}/{device}/availability",
+            b"offline" if state == "offline" else b"online",
+            Kind.CONTROL,
+            retain=True,
+            qos=1,
+        )
+        mqtt.publish(f"{base}/{device}/health", health, Kind.CONTROL, retain=True, qos=1)
+
+    def publish_all(self) -> None:
+        for device in self.ctx.engine.devices.values():
+            if device.health.known:
+                self._publish(device.id, device.health.state.value, device.health.to_json())
+
+    async def _periodic(self) -> None:
+        while True:
+            await asyncio.sleep(self.ctx.loaded.config.gateway.health_interval)
+            if self.ctx.mqtt.connected.is_set():
+                self.publish_all()

@@ -1,0 +1,43 @@
+"""The tiny base every northbound feature extends, and the context they share."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.config.loader import LoadedConfig
+from gateway.core.engine import Engine
+from gateway.core.events import EventBus
+from gateway.north.mqtt import MqttLink
+
+
+@dataclass
+class Context:
+    loaded: LoadedConfig  # replaced on reload
+    bus: EventBus
+    engine: Engine
+    mqtt: MqttLink
+    reload: Callable[[], Awaitable[dict[str, Any]]]
+    started: float = field(default_factory=time.time)
+
+    @property
+    def base(self) -> str:
+        return self.loaded.config.base_topic
+
+
+class Extension:
+    """Constructors only store collaborators; all wiring happens in start()."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def start(self) -> None:
+        """Subscribe to events and topics."""
+
+    async def stop(self) -> None:
+        """Undo start(); called on a clean stop."""
+
+    def reloaded(self) -> None:
+        """The configuration changed (ctx.loaded is the new one)."""

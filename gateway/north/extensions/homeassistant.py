@@ -1,0 +1,180 @@
+"""Home Assistant MQTT discovery, device-based: `homeassistant/device/<id>/config`, one message per device.
+
+Entities come from the profile's hints: sensors (with device and state class and
+unit), binary sensors for status bits, numbers for writable analog points, selects
+for writable enums, switches for writable booleans. Controls behind
+select-before-operate are not offered: Home Assistant cannot do the two steps.
+Availability is the gateway's status and the device's availability, both required.
+Re-sent when Home Assistant announces itself on `<prefix>/status`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import aiomqtt
+
+from gateway import __version__
+from gateway.north.extensions.base import Extension
+from gateway.north.message import Kind
+from gateway.points.codec import INTEGER_TYPES, DataType
+from gateway.profiles.expand import PointSpec, ResolvedProfile
+
+
+def _object_id(*parts: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", "_".join(("cityedge", *parts)))
+
+
+def _value(name: str) -> str:
+    return "{{ value_json['values'].get('%s') }}" % name
+
+
+def component(p: PointSpec, set_topic: str) -> dict[str, Any] | None:
+    """The discovery entry of one point, or None when it is not offered."""
+    if p.sbo:
+        return None
+    entry: dict[str, Any] = {"name": p.name.replace("_", " ")}
+    for key, ha_key in (
+        ("unit", "unit_of_measurement"),
+        ("device_class", "device_class"),
+        ("state_class", "state_class"),
+    ):
+        value = getattr(p, key)
+        if value is not None:
+            entry[ha_key] = value
+    boolean = p.dtype in (DataType.BOOL, DataType.BIT)
+    if p.access.writable:
+        entry["command_topic"] = set_topic
+        if boolean:
+            entry.update(
+                p="switch",
+                payload_on='{"values": {"%s": true}}' % p.name,
+                payload_off='{"values": {"%s": false}}' % p.name,
+                state_on="True",
+                state_off="False",
+            )
+        elif p.dtype is DataType.ENUM and p.enum:
+            entry.update(
+                p="select", options=list(p.enum.values()), command_template='{"values": {"%s": "{{ value }}"}}' % p.name
+            )
+        elif p.dtype is DataType.STRING:
+            entry.update(p="text", command_template='{"values": {"%s": "{{ value }}"}}' % p.name)
+        else:
+            entry.update(
+                p="number",
+                command_template='{"values": {"%s": {{ value }}}}' % p.name,
+                mode="box",
+                step=1 if p.dtype in INTEGER_TYPES and (p.codec is None or p.codec.scale == 1) else 0.01,
+            )
+            entry.pop("state_class", None)
+            if p.min is not None:
+                entry["min"] = p.min
+            if p.max is not None:
+                entry["max"] = p.max
+        if not p.access.readable:
+            entry["optimistic"] = True
+        else:
+            entry["value_template"] = _value(p.name)
+        if entry["p"] in ("select", "text"):
+            entry.pop("device_class", None)
+        return entry
+    if boolean:
+        entry.update(
+            p="binary_sensor", value_template="{{ 'ON' if value_json['values'].get('%s') else 'OFF' }}" % p.name
+        )
+        if entry.get("device_class") not in _BINARY_CLASSES:
+            entry.pop("device_class", None)
+        return entry
+    entry.update(p="sensor", value_template=_value(p.name))
+    if p.dtype is DataType.ENUM and p.enum:
+        entry.update(device_class="enum", options=list(p.enum.values()))
+        entry.pop("state_class", None)
+    return entry
+
+
+_BINARY_CLASSES = {
+    "problem",
+    "power",
+    "light",
+    "motion",
+    "moisture",
+    "opening",
+    "running",
+    "connectivity",
+    "battery",
+    "door",
+    "window",
+    "safety",
+    "smoke",
+    "heat",
+    "cold",
+    "plug",
+    "lock",
+    "vibration",
+}
+
+
+class HomeAssistant(Extension):
+    def start(self) -> None:
+        self.sent: set[str] = set()
+        settings = self.ctx.loaded.config.homeassistant
+        if not settings.enabled:
+            return
+        self.ctx.mqtt.on_connect(self.publish)
+        self.ctx.mqtt.handle(f"{settings.prefix}/status", self.on_ha_status)
+
+    async def on_ha_status(self, message: aiomqtt.Message) -> None:
+        if message.payload in (b"online", "online"):
+            self.publish()
+
+    def reloaded(self) -> None:
+        if self.ctx.loaded.config.homeassistant.enabled:
+            self.publish()
+
+    def discovery(self, device_id: str, resolved: ResolvedProfile) -> dict[str, Any]:
+        gateway = self.ctx.loaded.config.gateway.id
+        base = self.ctx.base
+        set_topic = f"{base}/{device_id}/set"
+        components = {}
+        for p in resolved.points:
+            entry = component(p, set_topic)
+            if entry is not None:
+                entry["unique_id"] = _object_id(gateway, device_id, p.name)
+                components[p.name] = entry
+        profile = resolved.profile
+        return {
+            "dev": {
+                "ids": [_object_id(gateway, device_id)],
+                "name": device_id,
+                "mf": profile.manufacturer,
+                "mdl": profile.model,
+                "via_device": _object_id(gateway),
+            },
+            "o": {"name": "CityEdge", "sw": __version__},
+            "cmps": components,
+            "state_topic": f"{base}/{device_id}/state",
+            "availability": [
+                {"topic": f"{base}/status", "value_template": "{{ value_json.state }}"},
+                {"topic": f"{base}/{device_id}/availability"},
+            ],
+            "availability_mode": "all",
+            "qos": 1,
+        }
+
+    def publish(self) -> None:
+        loaded = self.ctx.loaded
+        prefix = loaded.config.homeassistant.prefix
+        gateway = loaded.config.gateway.id
+        current = set()
+        for config in loaded.config.devices:
+            if not config.enabled:
+                continue
+            topic = f"{prefix}/device/{_object_id(gateway, config.id)}/config"
+            current.add(topic)
+            self.ctx.mqtt.publish(
+                topic, self.discovery(config.id, loaded.devices[config.id]), Kind.CONTROL, retain=True, qos=1
+            )
+        for topic in self.sent - current:  # devices that left the configuration: remove them from HA
+            self.ctx.mqtt.publish(topic, b"", Kind.CONTROL, retain=True, qos=1)
+        self.sent = current

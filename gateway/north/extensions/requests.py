@@ -1,0 +1,62 @@
+"""Gateway-level requests: `<base>/request/<action>` answered on `<base>/response/<action>`.
+
+Actions: `reload` (re-read the configuration; only changed links and devices restart;
+an invalid file changes nothing and the answer lists its problems), `read` (one point,
+now), `devices`, `health`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiomqtt
+
+from gateway.config.problems import ConfigError
+from gateway.core.commands import CommandError
+from gateway.core.events import Notable
+from gateway.north.extensions.base import Extension
+from gateway.north.extensions.devices import describe_devices
+from gateway.north.extensions.health import gateway_health
+from gateway.north.replies import answer, error_body, parse, transaction_of
+
+ACTIONS = ("reload", "read", "devices", "health")
+
+
+class Requests(Extension):
+    def start(self) -> None:
+        self.ctx.mqtt.handle(f"{self.ctx.base}/request/+", self.on_request)
+
+    async def on_request(self, message: aiomqtt.Message) -> None:
+        action = str(message.topic).rpartition("/")[2]
+        transaction: str | None = None
+        try:
+            data, transaction = parse(message, {"device", "point"})
+            body = {"transaction": transaction, "status": "ok", "data": await self._do(action, data)}
+        except CommandError as exc:
+            body = error_body(transaction or transaction_of(message), exc)
+        answer(self.ctx.mqtt, message, f"{self.ctx.base}/response/{action}", body)
+
+    async def _do(self, action: str, data: dict[str, Any]) -> Any:
+        if action == "reload":
+            return await self._reload()
+        if action == "read":
+            device, point = data.get("device"), data.get("point")
+            if not isinstance(device, str) or not isinstance(point, str):
+                raise CommandError("bad_json", "read needs device and point")
+            return {"device": device, "point": point, "value": await self.ctx.engine.read(device, point)}
+        if action == "devices":
+            return describe_devices(self.ctx)
+        if action == "health":
+            return gateway_health(self.ctx)
+        raise CommandError("unknown_action", f"unknown action {action!r} (actions: {', '.join(ACTIONS)})")
+
+    async def _reload(self) -> dict[str, Any]:
+        try:
+            report = await self.ctx.reload()
+        except ConfigError as exc:
+            problems = [str(p) for p in exc.problems]
+            self.ctx.bus.publish(Notable("reload_refused", {"problems": problems[:20]}))
+            message = f"configuration not applied: {len(problems)} problem(s)"
+            raise CommandError("invalid_config", message, details=problems) from None
+        self.ctx.bus.publish(Notable("reloaded", report))
+        return report

@@ -1,0 +1,38 @@
+"""An outgoing MQTT message and the classes that decide its priority and its fate when space runs out."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+
+class Kind(IntEnum):
+    """Sent in this order; dropped in the reverse order when the queue is full."""
+
+    CONTROL = 0  # status, availability, device health, devices: retained, only the latest per topic matters
+    REPLY = 1  # set/result and response/<action>: someone is waiting for it
+    EVENT = 2  # alarms, audit records, notable events
+    TELEMETRY = 3  # device state
+
+
+@dataclass(slots=True)
+class Outgoing:
+    topic: str
+    payload: bytes
+    kind: Kind
+    qos: int = 1
+    retain: bool = False
+    properties: dict[str, Any] = field(default_factory=dict)  # MQTT 5: response topic, correlation data
+    ts: int = 0  # epoch ms when produced (replayed messages keep it)
+    id: int = 0  # queue sequence number
+
+    @property
+    def size(self) -> int:
+        return len(self.payload) + len(self.topic) + 32
+
+
+def dumps(data: object) -> bytes:
+    """Compact JSON, as every CityEdge payload is."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
