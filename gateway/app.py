@@ -59,6 +59,7 @@ class Gateway:
         self.mqtt.start()
         await self.engine.start(self.loaded)
         config = self.loaded.config
+        self.bus.publish(Notable("started", {"devices": len(config.devices), "links": len(config.links)}))
         log.info(
             "gateway %s started: %d links, %d devices, MQTT %s:%d under %s",
             config.gateway.id,
@@ -96,7 +97,6 @@ class Gateway:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
         await self.start()
-        self.bus.publish(Notable("started", {"devices": len(self.loaded.config.devices)}))
         try:
             await self.stopping.wait()
         finally:

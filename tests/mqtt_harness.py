@@ -1,0 +1,151 @@
+"""A watching MQTT client and an in-process gateway, for tests against a real mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import yaml
+
+from gateway.app import Gateway
+from hil.broker import MosquittoBroker
+from hil.scenario import gateway_config
+from hil.site import Site
+
+
+@dataclass
+class Seen:
+    topic: str
+    payload: bytes
+    retain: bool
+    properties: Any
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class Watcher:
+    """Subscribes to everything and keeps what it saw; reconnects when the broker restarts."""
+
+    def __init__(self, broker: MosquittoBroker, topics: tuple[str, ...] = ("#",), v5: bool = True) -> None:
+        self.broker, self.topics, self.v5 = broker, topics, v5
+        self.seen: list[Seen] = []
+        self.client: aiomqtt.Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self._ready.wait(), 10)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                protocol = aiomqtt.ProtocolVersion.V5 if self.v5 else aiomqtt.ProtocolVersion.V311
+                async with aiomqtt.Client(
+                    self.broker.host, self.broker.port, protocol=protocol, identifier=f"watcher-{uuid.uuid4().hex[:8]}"
+                ) as client:
+                    self.client = client
+                    for topic in self.topics:
+                        await client.subscribe(topic, qos=1)
+                    self._ready.set()
+                    async for m in client.messages:
+                        payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+                        self.seen.append(Seen(str(m.topic), payload, m.retain, m.properties))
+            except aiomqtt.MqttError:
+                self.client = None
+                self._ready.clear()
+                await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def on(self, topic: str) -> list[Seen]:
+        return [s for s in self.seen if s.topic == topic]
+
+    def last(self, topic: str) -> Seen | None:
+        found = self.on(topic)
+        return found[-1] if found else None
+
+    async def wait_for(
+        self, check: Callable[[Seen], bool], timeout: float = 10.0, since: int = 0, what: str = "message"
+    ) -> Seen:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        index = since
+        while True:
+            while index < len(self.seen):
+                if check(self.seen[index]):
+                    return self.seen[index]
+                index += 1
+            if loop.time() > deadline:
+                raise AssertionError(f"no {what} within {timeout}s")
+            await asyncio.sleep(0.02)
+
+    async def topic(self, topic: str, timeout: float = 10.0, since: int = 0) -> Seen:
+        return await self.wait_for(lambda s: s.topic == topic, timeout, since, what=topic)
+
+    async def send(self, topic: str, payload: bytes | str | dict[str, Any], **kwargs: Any) -> None:
+        await asyncio.wait_for(self._ready.wait(), 15)
+        body = json.dumps(payload) if isinstance(payload, dict) else payload
+        assert self.client is not None
+        await self.client.publish(topic, body, qos=1, **kwargs)
+
+    async def command(self, base: str, device: str, body: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        """Send to <base>/<device>/set and wait for the result carrying the same transaction."""
+        body = {"transaction": uuid.uuid4().hex, **body}
+        since = len(self.seen)
+        await self.send(f"{base}/{device}/set", body)
+        seen = await self.wait_for(
+            lambda s: s.topic == f"{base}/{device}/set/result" and s.json().get("transaction") == body["transaction"],
+            timeout,
+            since,
+            what=f"result of {body}",
+        )
+        result: dict[str, Any] = seen.json()
+        return result
+
+    async def request(
+        self, base: str, action: str, body: dict[str, Any] | None = None, timeout: float = 10.0
+    ) -> dict[str, Any]:
+        body = {"transaction": uuid.uuid4().hex, **(body or {})}
+        since = len(self.seen)
+        await self.send(f"{base}/request/{action}", body)
+        seen = await self.wait_for(
+            lambda s: s.topic == f"{base}/response/{action}" and s.json().get("transaction") == body["transaction"],
+            timeout,
+            since,
+            what=f"response to {action}",
+        )
+        result: dict[str, Any] = seen.json()
+        return result
+
+
+def write_gateway_config(site: Site, broker: MosquittoBroker, path: Path, **extra: Any) -> Path:
+    data = gateway_config(site.loaded, site.endpoint_addresses())
+    for device in data["devices"]:
+        device["poll"] = min(device["poll"], 0.5)
+    for link in data["links"]:
+        link["timeout"] = 0.3
+    data["mqtt"] = {"host": broker.host, "port": broker.port, "keepalive": 5, **extra.pop("mqtt", {})}
+    data["gateway"] = {"id": site.loaded.scenario.name, "health_interval": 2, **extra.pop("gateway", {})}
+    for key, value in extra.items():
+        data[key] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+async def start_gateway(path: Path) -> Gateway:
+    gateway = Gateway(path)
+    await gateway.start()
+    return gateway
