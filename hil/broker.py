@@ -27,6 +27,60 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def make_test_pki(directory: Path) -> None:
+    """A throw-away CA, a server certificate for 127.0.0.1/localhost and a client certificate (openssl CLI)."""
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60, cwd=directory)
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=CityEdge test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name, cn in (("server", "localhost"), ("client", "cityedge-test-client")):
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={cn}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+        )
+        extra = ["-extfile", "san.ext"] if name == "server" else []
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            f"{name}.pem",
+            *extra,
+        )
+
+
 def wait_for_port(host: str, port: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -39,7 +93,15 @@ def wait_for_port(host: str, port: int, timeout: float) -> bool:
 class MosquittoBroker:
     """mosquitto with a temporary configuration; `restart()` keeps the port, so clients can reconnect."""
 
-    def __init__(self, port: int | None = None, *, users: dict[str, str] | None = None, persistence: bool = False):
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        users: dict[str, str] | None = None,
+        persistence: bool = False,
+        tls: bool = False,
+        require_certificate: bool = False,
+    ):
         binary = find_mosquitto()
         if binary is None:
             raise RuntimeError(SETUP_HINT)
@@ -49,7 +111,11 @@ class MosquittoBroker:
         self.users = users or {}
         self.dir = Path(tempfile.mkdtemp(prefix="cityedge-mosquitto-"))
         self.persistence = persistence
+        self.tls = tls
+        self.require_certificate = require_certificate
         self.process: subprocess.Popen[bytes] | None = None
+        if tls:
+            make_test_pki(self.dir)
         self.log = self.dir / "mosquitto.log"
 
     @property
@@ -63,9 +129,20 @@ class MosquittoBroker:
             "log_type error",
             "log_type warning",
             "max_queued_messages 100000",
+            "set_tcp_nodelay true",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.dir}/",
         ]
+        if os.geteuid() == 0:  # as root, mosquitto drops to user mosquitto, which cannot read our temp files
+            lines.append("user root")
+        if self.tls:
+            pki = self.dir
+            lines += [
+                f"cafile {pki / 'ca.pem'}",
+                f"certfile {pki / 'server.pem'}",
+                f"keyfile {pki / 'server.key'}",
+                f"require_certificate {'true' if self.require_certificate else 'false'}",
+            ]
         if self.users:
             passwd = self.dir / "passwd"
             passwd.write_text("".join(f"{u}:{p}\n" for u, p in self.users.items()))

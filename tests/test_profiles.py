@@ -135,7 +135,7 @@ def test_schema_is_valid_json_schema_and_matches_docs(kind: str) -> None:
     schema = json_schema(kind)
     jsonschema.Draft202012Validator.check_schema(schema)
     committed = json.loads((ROOT / "docs" / "schema" / f"{kind}.schema.json").read_text())
-    assert committed == schema, "run: cityedge profiles schema KIND > docs/schema/KIND.schema.json"
+    assert committed == schema, "run: scripts/schemas"
 
 
 @pytest.mark.parametrize("path", sorted(SHIPPED_DIR.glob("*.yaml")), ids=lambda p: p.stem)

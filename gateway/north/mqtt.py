@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import random
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -90,7 +91,8 @@ class MqttLink:
         self._handlers: list[tuple[str, Handler]] = []
         self._on_connect: list[Hook] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._handling: set[asyncio.Task[None]] = set()
+        self._handling: set[asyncio.Task[None]] = set()  # incoming messages being handled
+        self._sending: set[asyncio.Task[None]] = set()  # messages waiting for their PUBACK
         self._stopping = False
         self._password = read_password(self.settings)
         self._tls = tls_context(self.settings)
@@ -144,9 +146,9 @@ class MqttLink:
                 await client.publish(
                     f"{self.base}/status", dumps({"state": "offline"}), qos=1, retain=True, timeout=timeout
                 )
-        for task in [*self._tasks, *self._handling]:
+        for task in [*self._tasks, *self._handling, *self._sending]:
             task.cancel()
-        for task in [*self._tasks, *self._handling]:
+        for task in [*self._tasks, *self._handling, *self._sending]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
@@ -168,6 +170,9 @@ class MqttLink:
             tls_context=self._tls,
             timeout=10,
             max_queued_incoming_messages=1000,
+            max_inflight_messages=WINDOW,
+            # Small packets must not wait for Nagle's algorithm: a command result is a few hundred bytes.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             logger=logging.getLogger("cityedge.mqtt.paho"),
         )
 
@@ -177,6 +182,7 @@ class MqttLink:
             host, port = self._brokers[index % len(self._brokers)]
             try:
                 async with self._client(host, port) as client:
+                    client.pending_calls_threshold = 4 * WINDOW  # we bound in-flight calls ourselves
                     self.client = client
                     self.stats.connects += 1
                     self.stats.broker = f"{host}:{port}"
@@ -231,20 +237,35 @@ class MqttLink:
     # -- sending ----------------------------------------------------------------------------------
 
     async def _sender(self) -> None:
+        """A pipeline: up to WINDOW messages in flight, each leaving the queue when its PUBACK arrives.
+
+        No batch waits for its slowest message, so a command result never queues behind
+        a burst of telemetry acknowledgements.
+        """
+        window = asyncio.Semaphore(WINDOW)
         while True:
             await self.connected.wait()
             batch = await self.queue.take(WINDOW)
-            client = self.client
-            if client is None or not self.connected.is_set():
-                self.queue.give_back(batch)
-                continue
-            results = await asyncio.gather(*(self._send(client, m) for m in batch), return_exceptions=True)
-            sent = [m for m, r in zip(batch, results, strict=True) if r is None]
-            unsent = [m for m, r in zip(batch, results, strict=True) if r is not None]
-            self.queue.done(sent)
-            if unsent:
-                self.queue.give_back(unsent)
-                await asyncio.sleep(0.1)  # the connection is probably going; let the loop notice
+            for index, message in enumerate(batch):
+                client = self.client
+                if client is None or not self.connected.is_set():
+                    self.queue.give_back(batch[index:])
+                    break
+                await window.acquire()
+                task = asyncio.create_task(self._send_one(client, message, window))
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+
+    async def _send_one(self, client: aiomqtt.Client, message: Outgoing, window: asyncio.Semaphore) -> None:
+        try:
+            await self._send(client, message)
+        except (aiomqtt.MqttError, RuntimeError):
+            self.queue.give_back([message])
+            await asyncio.sleep(0.1)  # the connection is probably going; let the loop notice
+        else:
+            self.queue.done([message])
+        finally:
+            window.release()
 
     async def _send(self, client: aiomqtt.Client, message: Outgoing) -> None:
         properties = None
