@@ -33,6 +33,13 @@ def register(sub: Any) -> None:
     serve.add_argument("--json", action="store_true", help="print the endpoints as one JSON line")
     serve.set_defaults(handler=run_serve)
 
+    run = actions.add_parser("run", help="run a scenario: site, gateway and broker together; check expectations")
+    run.add_argument("scenario", type=Path)
+    run.add_argument("--broker", metavar="HOST:PORT", help="use this broker instead of starting mosquitto")
+    run.add_argument("--duration", type=float, metavar="SECONDS", help="override the scenario's duration")
+    run.add_argument("--json", action="store_true", help="the report as JSON")
+    run.set_defaults(handler=run_run)
+
     schema = actions.add_parser("schema", help="JSON Schema of scenario files, for editors")
     schema.set_defaults(handler=run_schema)
 
@@ -54,6 +61,30 @@ def register(sub: Any) -> None:
 def default_socket(name: str) -> Path:
     base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
     return base / f"cityedge-hil-{name}.sock"
+
+
+def run_run(args: argparse.Namespace) -> int:
+    from hil.runner import run_scenario
+    from hil.scenario import load_scenario
+
+    loaded = load_scenario(args.scenario)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    report = asyncio.run(run_scenario(loaded, args.broker, args.duration))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "scenario": report.scenario,
+                    "passed": report.passed,
+                    "expectations": [{"line": v.line(), "passed": v.passed} for v in report.verdicts],
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(report.text())
+    return 0 if report.passed else 1
 
 
 def run_schema(args: argparse.Namespace) -> int:
