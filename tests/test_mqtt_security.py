@@ -224,3 +224,15 @@ async def test_will_on_sigkill_and_offline_on_clean_stop(tmp_path: Path) -> None
         assert retained.retain and retained.json() == {"state": "offline"}
         await late.stop()
         await watcher.stop()
+
+
+async def test_mqtt_3_1_1(tmp_path: Path) -> None:
+    with MosquittoBroker() as broker:
+        watcher = Watcher(broker, v5=False)
+        await watcher.start()
+        run = Run(gateway_file(tmp_path, {"port": broker.port, "protocol": "3.1.1"}))
+        try:
+            await _online(watcher)
+        finally:
+            assert run.finish()[0] == 0
+            await watcher.stop()
