@@ -178,7 +178,7 @@ class TcpEndpoint:
         if self.server is not None:
             self.drop_connections()
             with contextlib.suppress(Exception):
-                await self.server.shutdown()  # type: ignore[no-untyped-call]
+                await asyncio.wait_for(self.server.shutdown(), 5)  # type: ignore[no-untyped-call]
             self.server = None
 
     async def stop(self) -> None:
@@ -235,6 +235,6 @@ class SerialEndpoint:
     async def stop(self) -> None:
         if self.server is not None:
             with contextlib.suppress(Exception):
-                await self.server.shutdown()
+                await asyncio.wait_for(self.server.shutdown(), 5)
             self.server = None
         await self.line.stop()
