@@ -146,6 +146,7 @@ def main() -> int:
         site.stdout.readline()
         config = yaml.safe_load((tmp / "gw.yaml").read_text())
         config["mqtt"] = {"host": broker.host, "port": broker.port}
+        config["store"] = {"path": str(tmp / "outbox.db")}
         for device in config["devices"]:
             device["report"] = {"mode": "periodic"}
         (tmp / "gw.yaml").write_text(yaml.safe_dump(config))

@@ -25,7 +25,7 @@ from gateway.north.extensions.homeassistant import HomeAssistant
 from gateway.north.extensions.requests import Requests
 from gateway.north.extensions.state import StatePublisher
 from gateway.north.mqtt import MqttLink
-from gateway.north.queue import MessageQueue
+from gateway.north.outbox import Outbox
 
 log = logging.getLogger("cityedge")
 
@@ -47,7 +47,7 @@ class Gateway:
         self.loaded = loaded or load_config(path)
         self.bus = EventBus()
         self.engine = Engine(self.bus)
-        self.queue = MessageQueue()
+        self.queue = Outbox(self.loaded.config.store, on_drop=lambda d: self.bus.publish(Notable("outbox_dropped", d)))
         self.mqtt = MqttLink(self.loaded.config, self.queue)
         self.ctx = Context(self.loaded, self.bus, self.engine, self.mqtt, self.reload)
         self.extensions = [cls(self.ctx) for cls in EXTENSIONS]
@@ -56,6 +56,7 @@ class Gateway:
     async def start(self) -> None:
         for extension in self.extensions:
             extension.start()
+        self.queue.start()
         self.mqtt.start()
         await self.engine.start(self.loaded)
         config = self.loaded.config
@@ -76,6 +77,7 @@ class Gateway:
         for extension in reversed(self.extensions):
             await extension.stop()
         await self.mqtt.stop()
+        await self.queue.stop()
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the configuration file; nothing changes if it is invalid (ConfigError)."""

@@ -172,6 +172,7 @@ async def run_scenario(loaded: LoadedScenario, broker: str | None = None, durati
             data = gateway_config(loaded, site.endpoint_addresses())
             data["mqtt"] = {"host": host, "port": port, "base_topic": base}
             data["gateway"]["health_interval"] = 2
+            data["store"] = {"path": str(Path(tmp) / "outbox.db")}
             path = Path(tmp) / "gateway.yaml"
             path.write_text(yaml.safe_dump(data, sort_keys=False))
             recorder = Recorder(host, port, base)

@@ -139,6 +139,7 @@ def write_gateway_config(site: Site, broker: MosquittoBroker, path: Path, **extr
         link["timeout"] = 0.3
     data["mqtt"] = {"host": broker.host, "port": broker.port, "keepalive": 5, **extra.pop("mqtt", {})}
     data["gateway"] = {"id": site.loaded.scenario.name, "health_interval": 2, **extra.pop("gateway", {})}
+    data["store"] = {"path": str(path.parent / "outbox.db"), **extra.pop("store", {})}
     for key, value in extra.items():
         data[key] = value
     path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -21,7 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def gateway_file(tmp: Path, mqtt: dict[str, Any]) -> Path:
     path = tmp / "gw.yaml"
-    path.write_text(yaml.safe_dump({"gateway": {"id": "sec", "health_interval": 1}, "mqtt": mqtt}))
+    path.write_text(
+        yaml.safe_dump(
+            {"gateway": {"id": "sec", "health_interval": 1}, "mqtt": mqtt, "store": {"path": str(tmp / "outbox.db")}}
+        )
+    )
     return path
 
 

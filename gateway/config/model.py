@@ -86,6 +86,10 @@ class StoreSettings(Strict):
     path: Path = Field(Path("/var/lib/cityedge/outbox.db"), description="SQLite outbox file")
     max_mb: float = Field(256, gt=0, description="disk budget of the outbox in MB")
     max_age: Duration | None = Field(None, description="drop telemetry older than this")
+    replay_rate: float = Field(200.0, gt=0, description="messages per second replayed after an outage")
+    sync: Literal["full", "normal"] = Field(
+        "full", description="full: every commit survives power loss; normal: fewer flash writes, survives crashes"
+    )
 
 
 class HomeAssistantSettings(Strict):

@@ -189,6 +189,7 @@ class MqttLink:
                     self.stats.connected_since = asyncio.get_running_loop().time()
                     backoff = 0.5
                     await self._subscribe(client)
+                    self.queue.on_connect()
                     client_birth = dumps({"state": "online"})
                     await client.publish(f"{self.base}/status", client_birth, qos=1, retain=True)
                     for hook in self._on_connect:
@@ -203,6 +204,7 @@ class MqttLink:
                     log.warning("MQTT %s:%d: %s", host, port, exc)
             finally:
                 self.connected.clear()
+                self.queue.on_disconnect()
                 self.client = None
                 self.stats.connected_since = None
             if self._stopping:
@@ -273,6 +275,8 @@ class MqttLink:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             if "correlation_data" in message.properties:
                 properties.CorrelationData = message.properties["correlation_data"]
+            if message.properties.get("replay"):
+                properties.UserProperty = ("replay", "true")
         await client.publish(
             message.topic, message.payload, qos=message.qos, retain=message.retain, properties=properties, timeout=10
         )

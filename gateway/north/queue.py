@@ -10,8 +10,10 @@ The durable outbox implements the same interface.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.north.message import Kind, Outgoing
 
@@ -69,9 +71,12 @@ class MessageQueue:
 
     async def take(self, limit: int) -> list[Outgoing]:
         """Up to `limit` messages in send order; waits until there is at least one."""
-        while not len(self):
+        while not MessageQueue.__len__(self):
             self._ready.clear()
             await self._ready.wait()
+        return self._pop(limit)
+
+    def _pop(self, limit: int) -> list[Outgoing]:
         batch: list[Outgoing] = []
         while self._control and len(batch) < limit:
             _, message = self._control.popitem(last=False)
@@ -101,6 +106,29 @@ class MessageQueue:
         self._enforce_bounds()
         if unsent:
             self._ready.set()
+
+    def on_connect(self) -> None:
+        """The broker connection is (re)established."""
+
+    def on_disconnect(self) -> None:
+        """The broker connection is gone."""
+
+    def start(self) -> None:
+        """Background work, if any (the durable outbox flushes to disk)."""
+
+    async def stop(self) -> None:
+        """Finish background work."""
+
+    def status(self) -> dict[str, Any]:
+        oldest = self.oldest_ts()
+        return {
+            "mode": "memory",
+            "depth": len(self),
+            "bytes": self._bytes,
+            "oldest_age_s": round(time.time() - oldest / 1000, 1) if oldest else 0,
+            "sent": self.stats.sent,
+            "dropped": self.stats.dropped,
+        }
 
     def oldest_ts(self) -> int | None:
         stamps = [m.ts for lane in self._lanes.values() for m in list(lane)[:1]] + [

@@ -28,7 +28,6 @@ def resident_mb() -> float:
 def gateway_health(ctx: Context) -> dict[str, Any]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     queue, mqtt = ctx.mqtt.queue, ctx.mqtt
-    oldest = queue.oldest_ts()
     engine = ctx.engine.health()
     return {
         "ts": int(time.time() * 1000),
@@ -38,13 +37,7 @@ def gateway_health(ctx: Context) -> dict[str, Any]:
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
         "devices": engine["devices"],
         "links": engine["links"],
-        "outbox": {
-            "depth": len(queue),
-            "bytes": queue.bytes,
-            "oldest_age_s": round(time.time() - oldest / 1000, 1) if oldest else 0,
-            "sent": queue.stats.sent,
-            "dropped": queue.stats.dropped,
-        },
+        "outbox": queue.status(),
         "mqtt": {
             "broker": mqtt.stats.broker,
             "connects": mqtt.stats.connects,

@@ -1,0 +1,441 @@
+"""The durable outbox: every event and every state message waits in SQLite until the broker acknowledges it.
+
+While the broker is reachable, messages go out at once from memory and are written
+to disk in batches (every 100 ms); a message acknowledged before its batch is written
+never costs a disk write. While the broker is away, messages only go to disk. After
+a reconnection, what is on disk is replayed oldest first, at `store.replay_rate`
+messages per second, while live messages go first, so nothing new waits behind a
+day of backlog. Replayed messages keep their original `ts` (and carry the MQTT 5
+user property `replay=true`).
+
+The outbox never grows past `store.max_mb`: the oldest telemetry goes first, events
+and alarms last, and every drop is counted. A corrupt file is moved aside and a fresh
+one started; a store that cannot be written (read-only directory, full disk) is
+reported and the gateway keeps running on the bounded in-memory queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from gateway.config.model import StoreSettings
+from gateway.north.message import Kind, Outgoing
+from gateway.north.queue import MessageQueue
+
+log = logging.getLogger("cityedge.outbox")
+
+DURABLE = (Kind.EVENT, Kind.TELEMETRY)
+FLUSH_INTERVAL = 0.1
+HOT_LIMIT = 20_000  # live messages held in memory; beyond that the broker is too slow: replay from disk
+ROW_OVERHEAD = 64  # bytes a row costs beyond topic and payload (ids, header, index)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    kind INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class StoreUnavailable(Exception):
+    pass
+
+
+class Outbox(MessageQueue):
+    def __init__(self, settings: StoreSettings, on_drop: Any = None) -> None:
+        super().__init__()
+        self.settings = settings
+        self.path = settings.path
+        self.max_bytes_disk = int(settings.max_mb * 1024 * 1024)
+        self.on_drop = on_drop  # called with a summary when messages are dropped (rate-limited)
+        self.db: sqlite3.Connection | None = None
+        self.mode = "disk"
+        self.problem: str | None = None
+        self._pending: dict[int, Outgoing] = {}  # produced, not yet written
+        self._acked: list[int] = []  # acknowledged, still on disk
+        self._inflight: set[int] = set()
+        self._hot: deque[Outgoing] = deque()  # live durable messages, in id order
+        self._next_id = 1
+        self._rows = 0
+        self._row_bytes = 0
+        self._boundary = 0  # rows up to here are backlog to replay
+        self._cursor = 0  # backlog read position
+        self._connected = False
+        self._tokens = 0.0
+        self._refilled = time.monotonic()
+        self._replayed = 0
+        self._replay_started = 0.0
+        self.dropped_by_kind = {k.name.lower(): 0 for k in DURABLE}
+        self._last_drop_note = 0.0
+        self._flusher: asyncio.Task[None] | None = None
+        self._open()
+
+    # -- opening ----------------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = self._connect()
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc) or "malformed" in str(exc) or "corrupt" in str(exc):
+                self._move_aside(exc)
+                try:
+                    self.db = self._connect()
+                except (sqlite3.Error, OSError) as again:
+                    self._to_memory(f"cannot create {self.path}: {again}")
+            else:
+                self._to_memory(f"cannot open {self.path}: {exc}")
+        except OSError as exc:
+            self._to_memory(f"cannot open {self.path}: {exc.strerror or exc}")
+        if self.db is not None:
+            rows, size, top = self.db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MAX(id), 0) FROM messages"
+            ).fetchone()
+            self._rows, self._row_bytes, self._next_id = rows, size, top + 1
+            for name, value in self.db.execute("SELECT name, value FROM counters"):
+                if name.startswith("dropped_"):
+                    self.dropped_by_kind[name[8:]] = value
+            self.stats.dropped = sum(self.dropped_by_kind.values())
+            if rows:
+                log.info("outbox %s: %d messages from before the restart will be delivered", self.path, rows)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if self.settings.sync == 'full' else 'NORMAL'}")
+            # Keep the write-ahead log small next to the budget: checkpoint often, truncate after.
+            pages = max(16, min(1000, self.max_bytes_disk // 4096 // 8))
+            db.execute(f"PRAGMA wal_autocheckpoint={pages}")
+            db.execute(f"PRAGMA journal_size_limit={max(65536, self.max_bytes_disk // 8)}")
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed ({check})")
+            db.executescript(SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _move_aside(self, exc: Exception) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        log.error("outbox %s is corrupt (%s): moved to %s, starting a fresh outbox", self.path, exc, target)
+        with contextlib.suppress(OSError):
+            self.path.rename(target)
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                Path(f"{self.path}{suffix}").rename(f"{target}{suffix}")
+        self.problem = f"corrupt outbox moved to {target.name}"
+
+    def _to_memory(self, reason: str) -> None:
+        """Keep running without disk: the bounded in-memory queue, and say so."""
+        if self.mode == "memory":
+            return
+        log.error("outbox: %s; keeping messages in memory only (bounded, lost on restart)", reason)
+        self.mode, self.problem = "memory", reason
+        if self.db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.close()
+            self.db = None
+        for message in sorted(self._pending.values(), key=lambda m: m.id):
+            super().put(message)
+        self._pending.clear()
+
+    # -- the queue interface --------------------------------------------------------------------
+
+    def put(self, message: Outgoing) -> None:
+        if self.mode == "memory" or message.kind not in DURABLE:
+            super().put(message)
+            return
+        message.id = self._next_id
+        self._next_id += 1
+        if not message.ts:
+            message.ts = int(time.time() * 1000)
+        self.stats.enqueued += 1
+        self._pending[message.id] = message
+        if self._connected:
+            if len(self._hot) >= HOT_LIMIT:  # the broker cannot keep up: let the disk carry it
+                self._demote_hot()
+            else:
+                self._hot.append(message)
+                self._ready.set()
+        if len(self._pending) >= 5000:
+            self.flush()
+
+    def on_connect(self) -> None:
+        """A new connection: everything stored so far is backlog, replayed oldest first."""
+        self.flush()
+        self._connected = True
+        self._hot.clear()
+        self._inflight.clear()
+        self._boundary = self._next_id - 1
+        self._cursor = 0
+        self._replay_started = time.monotonic()
+        self._replayed = 0
+        if self._rows:
+            self._ready.set()
+
+    def on_disconnect(self) -> None:
+        self._connected = False
+
+    def _demote_hot(self) -> None:
+        self._hot.clear()
+        self._inflight.clear()
+        self.flush()
+        self._boundary = self._next_id - 1
+        self._cursor = 0
+
+    def __len__(self) -> int:
+        return super().__len__() + self._rows + len(self._pending) - len(self._acked)
+
+    async def take(self, limit: int) -> list[Outgoing]:
+        while True:
+            batch = self._take_now(limit)
+            if batch:
+                return batch
+            self._ready.clear()
+            wait = self._backlog_wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), wait)
+
+    def _take_now(self, limit: int) -> list[Outgoing]:
+        batch: list[Outgoing] = []
+        if super().__len__():
+            batch = self._pop(limit)
+        while self._hot and len(batch) < limit:
+            message = self._hot.popleft()
+            self._inflight.add(message.id)
+            batch.append(message)
+        if len(batch) < limit and self.db is not None and self._cursor < self._boundary:
+            batch.extend(self._take_backlog(limit - len(batch)))
+        return batch
+
+    def _backlog_wait(self) -> float | None:
+        if self.db is None or self._cursor >= self._boundary or not self._connected:
+            return None
+        return max(0.005, (1 - self._tokens) / self.settings.replay_rate)
+
+    def _take_backlog(self, limit: int) -> list[Outgoing]:
+        now = time.monotonic()
+        rate = self.settings.replay_rate
+        self._tokens = min(rate, self._tokens + (now - self._refilled) * rate)  # at most one second of burst
+        self._refilled = now
+        allowed = min(limit, int(self._tokens))
+        if allowed <= 0:
+            return []
+        self.flush()
+        assert self.db is not None
+        rows = self.db.execute(
+            "SELECT id, kind, topic, payload, qos, retain, ts FROM messages WHERE id > ? AND id <= ? "
+            "ORDER BY id LIMIT ?",
+            (self._cursor, self._boundary, allowed),
+        ).fetchall()
+        out = []
+        for row_id, kind, topic, payload, qos, retain, ts in rows:
+            self._cursor = row_id
+            if row_id in self._inflight:
+                continue
+            self._inflight.add(row_id)
+            out.append(Outgoing(topic, payload, Kind(kind), qos, bool(retain), {"replay": True}, ts, row_id))
+        if not rows:
+            self._cursor = self._boundary
+        self._tokens -= len(out)
+        self._replayed += len(out)
+        return out
+
+    def done(self, sent: list[Outgoing]) -> None:
+        memory = [m for m in sent if m.kind not in DURABLE or self.mode == "memory"]
+        super().done(memory)
+        for message in sent:
+            if message.kind not in DURABLE or self.mode == "memory":
+                continue
+            self.stats.sent += 1
+            self._inflight.discard(message.id)
+            if self._pending.pop(message.id, None) is None:
+                self._acked.append(message.id)
+
+    def give_back(self, unsent: list[Outgoing]) -> None:
+        memory = [m for m in unsent if m.kind not in DURABLE or self.mode == "memory"]
+        super().give_back(memory)
+        durable = [m for m in unsent if m.kind in DURABLE and self.mode != "memory"]
+        for message in durable:
+            self._inflight.discard(message.id)
+        replayed = [m.id for m in durable if m.id <= self._boundary]
+        if replayed:
+            self._cursor = min(self._cursor, min(replayed) - 1)
+        live = [m for m in durable if m.id > self._boundary]
+        for message in sorted(live, key=lambda m: m.id, reverse=True):
+            self._hot.appendleft(message)
+        if durable:
+            self._ready.set()
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_loop(), name="outbox-flush")
+
+    async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        self.flush()
+        if self.db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self.db.close()
+            self.db = None
+
+    async def _flush_loop(self) -> None:
+        last_age_check = 0.0
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            self.flush()
+            now = time.monotonic()
+            if self.settings.max_age and now - last_age_check > 10:
+                last_age_check = now
+                self._expire()
+
+    def flush(self) -> None:
+        """Write new messages and forget acknowledged ones, in one transaction."""
+        if self.db is None or (not self._pending and not self._acked):
+            return
+        rows = [
+            (m.id, int(m.kind), m.topic, m.payload, m.qos, int(m.retain), m.ts, m.size + ROW_OVERHEAD)
+            for m in self._pending.values()
+        ]
+        acked = self._acked
+        try:
+            with self.db:  # one transaction
+                self.db.execute("BEGIN")
+                if rows:
+                    self.db.executemany("INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                removed = self._delete(acked)
+        except sqlite3.Error as exc:
+            self._to_memory(f"cannot write {self.path}: {exc}")
+            return
+        self._pending.clear()
+        self._acked = []
+        self._rows += len(rows) - removed[0]
+        self._row_bytes += sum(r[7] for r in rows) - removed[1]
+        if self._row_bytes > self.max_bytes_disk:
+            self._enforce_disk_bound()
+
+    def _delete(self, ids: list[int]) -> tuple[int, int]:
+        assert self.db is not None
+        count = size = 0
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for (row_size,) in self.db.execute(f"DELETE FROM messages WHERE id IN ({marks}) RETURNING size", chunk):
+                count += 1
+                size += row_size
+        return count, size
+
+    def _enforce_disk_bound(self) -> None:
+        """Oldest telemetry first, then oldest events, down to 90 % of the budget."""
+        assert self.db is not None
+        target = int(self.max_bytes_disk * 0.9)
+        dropped = dict.fromkeys(self.dropped_by_kind, 0)
+        for kind in (Kind.TELEMETRY, Kind.EVENT):
+            while self._row_bytes > target:
+                average = self._row_bytes / max(1, self._rows)
+                needed = min(1000, int((self._row_bytes - target) / average) + 1)  # just the excess
+                rows = self.db.execute(
+                    "SELECT id FROM messages WHERE kind = ? ORDER BY id LIMIT ?", (int(kind), needed)
+                ).fetchall()
+                ids = [r[0] for r in rows if r[0] not in self._inflight]
+                if not ids:
+                    break
+                with self.db:
+                    self.db.execute("BEGIN")
+                    count, size = self._delete(ids)
+                self._rows -= count
+                self._row_bytes -= size
+                dropped[kind.name.lower()] += count
+        self._count_drops(dropped, "disk budget store.max_mb reached")
+
+    def _expire(self) -> None:
+        assert self.settings.max_age is not None
+        if self.db is None:
+            return
+        cutoff = int((time.time() - self.settings.max_age) * 1000)
+        ids = [
+            r[0]
+            for r in self.db.execute("SELECT id FROM messages WHERE kind = ? AND ts < ?", (int(Kind.TELEMETRY), cutoff))
+            if r[0] not in self._inflight
+        ]
+        if ids:
+            with self.db:
+                self.db.execute("BEGIN")
+                count, size = self._delete(ids)
+            self._rows -= count
+            self._row_bytes -= size
+            self._count_drops({"telemetry": count}, "older than store.max_age")
+
+    def _count_drops(self, dropped: dict[str, int], why: str) -> None:
+        total = sum(dropped.values())
+        if not total or self.db is None:
+            return
+        for name, count in dropped.items():
+            self.dropped_by_kind[name] = self.dropped_by_kind.get(name, 0) + count
+        self.stats.dropped = sum(self.dropped_by_kind.values())
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                [(f"dropped_{k}", v) for k, v in self.dropped_by_kind.items()],
+            )
+        log.warning("outbox: dropped %d old messages (%s): %s", total, why, dropped)
+        now = time.monotonic()
+        if self.on_drop is not None and now - self._last_drop_note > 10:
+            self._last_drop_note = now
+            self.on_drop({"dropped": dropped, "reason": why, "total_dropped": self.dropped_by_kind})
+
+    # -- visibility ------------------------------------------------------------------------------
+
+    def disk_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                total += Path(f"{self.path}{suffix}").stat().st_size
+        return total
+
+    def oldest_ts(self) -> int | None:
+        stamps = [t for t in (super().oldest_ts(),) if t]
+        if self.db is not None and self._rows:
+            row = self.db.execute("SELECT MIN(ts) FROM messages").fetchone()
+            if row and row[0]:
+                stamps.append(row[0])
+        stamps += [m.ts for m in list(self._pending.values())[:1]]
+        return min(stamps) if stamps else None
+
+    def status(self) -> dict[str, Any]:
+        oldest = self.oldest_ts()
+        elapsed = time.monotonic() - self._replay_started if self._replay_started else 0
+        return {
+            "mode": self.mode,
+            "problem": self.problem,
+            "depth": len(self),
+            "backlog": max(0, self._boundary - self._cursor) if self._connected else self._rows + len(self._pending),
+            "bytes_on_disk": self.disk_bytes(),
+            "oldest_age_s": round(time.time() - oldest / 1000, 1) if oldest else 0,
+            "replay_rate": round(self._replayed / elapsed, 1) if elapsed > 1 and self._replayed else 0.0,
+            "sent": self.stats.sent,
+            "dropped": dict(self.dropped_by_kind),
+        }

@@ -1,0 +1,288 @@
+"""The durable outbox against a real mosquitto: broker restarts, SIGKILLed gateways, full disks, corrupt files."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+import yaml
+
+from gateway.config.model import GatewayConfig, StoreSettings
+from gateway.north.message import Kind, Outgoing
+from gateway.north.mqtt import MqttLink
+from gateway.north.outbox import Outbox
+from hil.broker import MosquittoBroker, free_port
+from hil.fixtures import SiteFactory
+from hil.scenario import gateway_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Collector:
+    """A persistent-session subscriber: the broker keeps its messages while it is away."""
+
+    def __init__(self, broker: MosquittoBroker, topic: str) -> None:
+        self.broker, self.topic = broker, topic
+        self.payloads: list[bytes] = []
+        self.properties: list[Any] = []
+        self.ready = asyncio.Event()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.broker.host,
+                    self.broker.port,
+                    identifier="collector",
+                    protocol=aiomqtt.ProtocolVersion.V5,
+                    clean_start=False,
+                    properties=_session_expiry(),
+                ) as client:
+                    await client.subscribe(self.topic, qos=1)
+                    self.ready.set()
+                    async for m in client.messages:
+                        self.payloads.append(m.payload)  # type: ignore[arg-type]
+                        self.properties.append(m.properties)
+            except aiomqtt.MqttError:
+                self.ready.clear()
+                await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+def _session_expiry() -> Any:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600  # keep the session (and its queued messages) while away
+    return props
+
+
+async def until(check: Any, timeout: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+def link_for(broker_port: int, store: Path, **store_extra: Any) -> MqttLink:
+    config = GatewayConfig.model_validate(
+        {
+            "gateway": {"id": "box"},
+            "mqtt": {"port": broker_port, "keepalive": 2},
+            "store": {"path": str(store), **store_extra},
+        }
+    )
+    return MqttLink(config, Outbox(config.store))
+
+
+async def test_nothing_lost_across_ten_broker_restarts(tmp_path: Path) -> None:
+    broker = MosquittoBroker(persistence=True)
+    broker.start()
+    collector = Collector(broker, "cityedge/box/meter/state")
+    link = link_for(broker.port, tmp_path / "outbox.db", replay_rate=5000)
+    link.queue.start()
+    link.start()
+    produced = 0
+
+    async def produce() -> None:
+        nonlocal produced
+        while True:
+            link.publish("cityedge/box/meter/state", {"seq": produced}, Kind.TELEMETRY)
+            produced += 1
+            await asyncio.sleep(0.004)
+
+    try:
+        await asyncio.wait_for(collector.ready.wait(), 10)
+        producer = asyncio.create_task(produce())
+        for _ in range(10):
+            await asyncio.sleep(0.6)
+            await asyncio.to_thread(broker.restart, 0.4)
+        await asyncio.sleep(0.5)
+        producer.cancel()
+        seqs = lambda: {json.loads(p)["seq"] for p in collector.payloads}  # noqa: E731
+        await until(lambda: seqs() >= set(range(produced)), 60, "every sequence number")
+        duplicates = len(collector.payloads) - len(seqs())
+        assert produced > 500
+        assert seqs() == set(range(produced)), "no sequence number may be missing"
+        assert duplicates < produced * 0.2  # duplicates are acceptable (and counted here), loss is not
+        replayed = [p for p in collector.properties if p is not None and getattr(p, "UserProperty", None)]
+        assert any(("replay", "true") in p.UserProperty for p in replayed)  # backlog is marked
+    finally:
+        await link.stop()
+        await link.queue.stop()
+        await collector.stop()
+        broker.close()
+
+
+def _run_gateway(config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "-c", str(config)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def test_sigkilled_gateway_during_an_outage_delivers_everything(
+    site_factory: SiteFactory, tmp_path: Path
+) -> None:
+    site = await site_factory(
+        {
+            "links": [{"id": "net", "type": "modbus-tcp"}],
+            "devices": [{"id": "meter", "profile": "eastron-sdm120", "link": "net", "unit": 1, "poll": 0.2}],
+        }
+    )
+    port = free_port()
+    data = gateway_config(site.loaded, site.endpoint_addresses())
+    data["devices"][0]["report"] = {"mode": "periodic"}
+    data["mqtt"] = {"port": port, "keepalive": 2}
+    data["store"] = {"path": str(tmp_path / "outbox.db")}
+    config = tmp_path / "gw.yaml"
+    config.write_text(yaml.safe_dump(data))
+    for _ in range(3):  # the broker is down: everything goes to the outbox; then the power is cut
+        gateway = _run_gateway(config)
+        await asyncio.sleep(2.5)
+        gateway.send_signal(signal.SIGKILL)
+        gateway.wait(10)
+    db = sqlite3.connect(tmp_path / "outbox.db")
+    stored = {
+        (topic, ts) for topic, ts in db.execute("SELECT topic, ts FROM messages WHERE kind = ?", (int(Kind.TELEMETRY),))
+    }
+    db.close()
+    assert len(stored) > 15  # three lives of about two seconds of 200 ms polls
+    with MosquittoBroker(port=port) as broker:
+        collector = Collector(broker, "cityedge/#")
+        await asyncio.wait_for(collector.ready.wait(), 10)
+        gateway = _run_gateway(config)
+        try:
+
+            def received() -> set[tuple[str, int]]:
+                return {
+                    ("cityedge/" + data["gateway"]["id"] + "/meter/state", json.loads(p)["ts"])
+                    for p in collector.payloads
+                    if p.startswith(b'{"ts"')
+                }
+
+            await until(lambda: stored <= received(), 30, "every stored message")
+        finally:
+            gateway.send_signal(signal.SIGTERM)
+            _, err = gateway.communicate(timeout=20)
+            await collector.stop()
+    assert gateway.returncode == 0, err
+    assert "messages from before the restart will be delivered" in err
+
+
+async def test_the_disk_bound_holds_and_telemetry_goes_first(tmp_path: Path) -> None:
+    store = StoreSettings(path=tmp_path / "outbox.db", max_mb=0.25)
+    notes: list[dict[str, Any]] = []
+    box = Outbox(store, on_drop=notes.append)  # no broker at all: a long outage
+    for i in range(40):
+        box.put(Outgoing("cityedge/x/event", json.dumps({"alarm": i}).encode(), Kind.EVENT))
+    sizes = []
+    for i in range(20_000):
+        box.put(Outgoing("cityedge/x/meter/state", json.dumps({"seq": i, "pad": "x" * 100}).encode(), Kind.TELEMETRY))
+        if i % 1000 == 0:
+            box.flush()
+            sizes.append((len(box._pending), box._row_bytes))  # what memory and disk hold
+    box.flush()
+    assert box._row_bytes <= 0.25 * 1024 * 1024
+    assert max(pending for pending, _ in sizes) <= 5000  # memory stays flat: only the unwritten batch
+    status = box.status()
+    assert status["dropped"]["telemetry"] > 15_000 and status["dropped"]["event"] == 0
+    assert notes and notes[0]["reason"] == "disk budget store.max_mb reached"
+    db = sqlite3.connect(tmp_path / "outbox.db")
+    kinds = dict(db.execute("SELECT kind, COUNT(*) FROM messages GROUP BY kind").fetchall())
+    newest = db.execute("SELECT MAX(id) FROM messages").fetchone()[0]
+    db.close()
+    assert kinds[int(Kind.EVENT)] == 40  # every alarm kept
+    assert newest == box._next_id - 1  # the newest telemetry is kept; the oldest went
+    assert box.disk_bytes() < 2 * 1024 * 1024
+    await box.stop()
+    reopened = Outbox(store)
+    assert reopened.status()["dropped"]["telemetry"] == status["dropped"]["telemetry"]  # counters survive
+    await reopened.stop()
+
+
+async def test_corrupt_file_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "outbox.db"
+    path.write_bytes(b"this is not a database, it is a mess" * 100)
+    box = Outbox(StoreSettings(path=path))
+    assert box.mode == "disk"
+    moved = list(tmp_path.glob("outbox.db.corrupt-*"))
+    assert len(moved) == 1 and moved[0].read_bytes().startswith(b"this is not a database")
+    assert any("is corrupt" in r.message and "starting a fresh outbox" in r.message for r in caplog.records)
+    box.put(Outgoing("t", b"{}", Kind.EVENT))
+    box.flush()
+    assert box.status()["depth"] == 1
+    await box.stop()
+
+
+async def test_unwritable_store_keeps_the_gateway_running_in_memory(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the store directory should be")
+    box = Outbox(StoreSettings(path=blocker / "outbox.db"))
+    assert box.mode == "memory" and "cannot open" in (box.problem or "")
+    box.put(Outgoing("t/state", b"{}", Kind.TELEMETRY))
+    assert [m.topic for m in await box.take(10)] == ["t/state"]
+    await box.stop()
+
+
+async def test_full_disk_switches_to_memory_without_losing_messages(tmp_path: Path) -> None:
+    box = Outbox(StoreSettings(path=tmp_path / "outbox.db"))
+    assert box.db is not None
+    box.db.execute("PRAGMA max_page_count = 20")  # a disk with no room left
+    for i in range(2000):
+        box.put(Outgoing("t/state", json.dumps({"seq": i, "pad": "y" * 200}).encode(), Kind.TELEMETRY))
+        if i % 100 == 0:
+            box.flush()
+    box.flush()
+    assert box.mode == "memory" and "full" in (box.problem or "")
+    in_memory = await box.take(100_000)
+    on_disk = sqlite3.connect(tmp_path / "outbox.db").execute("SELECT payload FROM messages").fetchall()
+    seqs = {json.loads(m.payload)["seq"] for m in in_memory} | {json.loads(p)["seq"] for (p,) in on_disk}
+    assert seqs == set(range(2000))  # every message is either on disk or in memory
+    await box.stop()
+
+
+async def test_replay_is_rate_limited_and_live_data_goes_first(tmp_path: Path) -> None:
+    box = Outbox(StoreSettings(path=tmp_path / "outbox.db", replay_rate=50))
+    for i in range(200):
+        box.put(Outgoing("old/state", str(i).encode(), Kind.TELEMETRY, ts=1000 + i))
+    box.flush()
+    box.on_connect()
+    box.put(Outgoing("live/state", b"now", Kind.TELEMETRY))
+    first = await box.take(64)
+    assert first[0].topic == "live/state"  # live data is not starved by the backlog
+    box.done(first)
+    replayed = [m for m in first if m.topic == "old/state"]
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while len(replayed) < 200:
+        batch = await box.take(64)
+        replayed += batch
+        box.done(batch)
+    assert [int(m.payload) for m in replayed] == list(range(200))  # oldest first
+    assert replayed[0].ts == 1000 and replayed[0].properties == {"replay": True}  # original time, marked
+    rate = 200 / (loop.time() - start)
+    assert rate < 50 * 1.5  # about replay_rate, never a flood
+    await box.stop()
+    assert os.path.exists(tmp_path / "outbox.db")
