@@ -131,6 +131,8 @@ class MosquittoBroker:
             "max_queued_messages 100000",
             "set_tcp_nodelay true",
             f"persistence {'true' if self.persistence else 'false'}",
+            "autosave_interval 1",
+            "autosave_on_changes true",  # with persistence: save after every change, so SIGKILL loses nothing
             f"persistence_location {self.dir}/",
         ]
         if os.geteuid() == 0:  # as root, mosquitto drops to user mosquitto, which cannot read our temp files
@@ -188,8 +190,9 @@ class MosquittoBroker:
             self.process.wait(5)
         self.process = None
 
-    def restart(self, down_for: float = 0.0) -> None:
-        self.stop()
+    def restart(self, down_for: float = 0.0, *, kill: bool = False) -> None:
+        """Stop (or SIGKILL) and start again on the same port."""
+        self.kill() if kill else self.stop()
         if down_for:
             time.sleep(down_for)
         self.start()

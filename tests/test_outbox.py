@@ -93,7 +93,7 @@ def link_for(broker_port: int, store: Path, **store_extra: Any) -> MqttLink:
     return MqttLink(config, Outbox(config.store))
 
 
-async def test_nothing_lost_across_ten_broker_restarts(tmp_path: Path) -> None:
+async def test_nothing_lost_across_ten_broker_kills(tmp_path: Path) -> None:
     broker = MosquittoBroker(persistence=True)
     broker.start()
     collector = Collector(broker, "cityedge/box/meter/state")
@@ -114,7 +114,7 @@ async def test_nothing_lost_across_ten_broker_restarts(tmp_path: Path) -> None:
         producer = asyncio.create_task(produce())
         for _ in range(10):
             await asyncio.sleep(0.6)
-            await asyncio.to_thread(broker.restart, 0.4)
+            await asyncio.to_thread(broker.restart, 0.4, kill=True)  # SIGKILL: no goodbye
         await asyncio.sleep(0.5)
         producer.cancel()
         seqs = lambda: {json.loads(p)["seq"] for p in collector.payloads}  # noqa: E731
