@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from gateway.core.engine import Engine
 from gateway.core.events import DeviceUpdate, EventBus, HealthChanged, Notable
 from hil.scenario import gateway_config
 from hil.site import Site
+from tests.waiting import until
 
 
 class Harness:
@@ -49,12 +49,7 @@ class Harness:
         return self.engine.devices[device].health.state.value
 
     async def until(self, check: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not check():
-            if loop.time() > deadline:
-                raise AssertionError(f"{what} not reached within {timeout}s")
-            await asyncio.sleep(0.02)
+        await until(check, timeout, what)
 
     async def stop(self) -> None:
         await self.engine.stop()

@@ -101,34 +101,27 @@ class Watcher:
         assert self.client is not None
         await self.client.publish(topic, body, qos=1, **kwargs)
 
-    async def command(self, base: str, device: str, body: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-        """Send to <base>/<device>/set and wait for the result carrying the same transaction."""
+    async def ask(self, topic: str, answer_topic: str, body: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        """Send `body` (given a fresh transaction) and wait for the answer that carries it."""
         body = {"transaction": uuid.uuid4().hex, **body}
         since = len(self.seen)
-        await self.send(f"{base}/{device}/set", body)
+        await self.send(topic, body)
         seen = await self.wait_for(
-            lambda s: s.topic == f"{base}/{device}/set/result" and s.json().get("transaction") == body["transaction"],
+            lambda s: s.topic == answer_topic and s.json().get("transaction") == body["transaction"],
             timeout,
             since,
-            what=f"result of {body}",
+            what=f"answer to {body}",
         )
         result: dict[str, Any] = seen.json()
         return result
 
+    async def command(self, base: str, device: str, body: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        return await self.ask(f"{base}/{device}/set", f"{base}/{device}/set/result", body, timeout)
+
     async def request(
         self, base: str, action: str, body: dict[str, Any] | None = None, timeout: float = 10.0
     ) -> dict[str, Any]:
-        body = {"transaction": uuid.uuid4().hex, **(body or {})}
-        since = len(self.seen)
-        await self.send(f"{base}/request/{action}", body)
-        seen = await self.wait_for(
-            lambda s: s.topic == f"{base}/response/{action}" and s.json().get("transaction") == body["transaction"],
-            timeout,
-            since,
-            what=f"response to {action}",
-        )
-        result: dict[str, Any] = seen.json()
-        return result
+        return await self.ask(f"{base}/request/{action}", f"{base}/response/{action}", body or {}, timeout)
 
 
 def write_gateway_config(site: Site, broker: MosquittoBroker, path: Path, **extra: Any) -> Path:

@@ -11,16 +11,11 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from hil.fixtures import SiteFactory
 from hil.site import Site
+from tests.waiting import until
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait, bounded in time, until check() holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
+    await until(check, timeout)
 
 
 def _site(*devices: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from gateway.north.outbox import Outbox
 from hil.broker import MosquittoBroker, free_port
 from hil.fixtures import SiteFactory
 from hil.scenario import gateway_config
+from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,15 +72,6 @@ def _session_expiry() -> Any:
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 3600  # keep the session (and its queued messages) while away
     return props
-
-
-async def until(check: Any, timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        await asyncio.sleep(0.05)
 
 
 def link_for(broker_port: int, store: Path, **store_extra: Any) -> MqttLink:

@@ -6,27 +6,16 @@ Degraded devices are available: they answer, with some errors.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from gateway.core.events import HealthChanged, Notable
 from gateway.north.extensions.base import Extension
 from gateway.north.message import Kind
 
 
 class Availability(Extension):
-    _task: asyncio.Task[None] | None = None
-
     def start(self) -> None:
         self.ctx.bus.subscribe(HealthChanged, self.on_change)
         self.ctx.mqtt.on_connect(self.publish_all)
-        self._task = asyncio.create_task(self._periodic(), name="device-health")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self.every_health_interval(self._periodic)
 
     def on_change(self, event: HealthChanged) -> None:
         self._publish(event.device, event.state, dict(event.health))
@@ -50,8 +39,6 @@ class Availability(Extension):
             if device.health.known:
                 self._publish(device.id, device.health.state.value, device.health.to_json())
 
-    async def _periodic(self) -> None:
-        while True:
-            await asyncio.sleep(self.ctx.loaded.config.gateway.health_interval)
-            if self.ctx.mqtt.connected.is_set():
-                self.publish_all()
+    def _periodic(self) -> None:
+        if self.ctx.mqtt.connected.is_set():
+            self.publish_all()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,12 +34,28 @@ class Extension:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         """Subscribe to events and topics."""
 
     async def stop(self) -> None:
         """Undo start(); called on a clean stop."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def every_health_interval(self, action: Callable[[], None]) -> None:
+        """Run `action` every gateway.health_interval (read each time, so a reload changes it)."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(self.ctx.loaded.config.gateway.health_interval)
+                action()
+
+        self._tasks.append(asyncio.create_task(loop(), name=f"{type(self).__name__}-periodic"))
 
     def reloaded(self) -> None:
         """The configuration changed (ctx.loaded is the new one)."""

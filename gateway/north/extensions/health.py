@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import resource
 import time
 from pathlib import Path
@@ -48,19 +46,12 @@ def gateway_health(ctx: Context) -> dict[str, Any]:
 
 
 class GatewayHealth(Extension):
-    _task: asyncio.Task[None] | None = None
     _last_counts: dict[str, int] | None = None
 
     def start(self) -> None:
         self.ctx.bus.subscribe(HealthChanged, self.on_change)
         self.ctx.mqtt.on_connect(self.publish)
-        self._task = asyncio.create_task(self._periodic(), name="gateway-health")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self.every_health_interval(self.publish)
 
     def on_change(self, _: HealthChanged) -> None:
         if self.ctx.engine.device_states() != self._last_counts:
@@ -69,8 +60,3 @@ class GatewayHealth(Extension):
     def publish(self) -> None:
         self._last_counts = self.ctx.engine.device_states()
         self.ctx.mqtt.publish(f"{self.ctx.base}/health", gateway_health(self.ctx), Kind.CONTROL, retain=True, qos=1)
-
-    async def _periodic(self) -> None:
-        while True:
-            await asyncio.sleep(self.ctx.loaded.config.gateway.health_interval)
-            self.publish()
