@@ -57,7 +57,7 @@ def test_documented_command_runs(page: str, command: str, expected: str | None) 
         argv += ["--duration", "2"]
         expected = None
     result = subprocess.run(
-        [sys.executable, "-m", "gateway", *argv], capture_output=True, text=True, cwd=ROOT, timeout=60, check=False
+        [sys.executable, "-m", "gateway", *argv], capture_output=True, text=True, cwd=ROOT, timeout=180, check=False
     )
     output = result.stdout + result.stderr
     shows_failure = expected is not None and "problems found" in expected
