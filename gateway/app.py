@@ -22,6 +22,7 @@ from gateway.north.extensions.devices import DeviceList
 from gateway.north.extensions.events import EventPublisher
 from gateway.north.extensions.health import GatewayHealth
 from gateway.north.extensions.homeassistant import HomeAssistant
+from gateway.north.extensions.nodes import NodeBridge
 from gateway.north.extensions.requests import Requests
 from gateway.north.extensions.state import StatePublisher
 from gateway.north.mqtt import MqttLink
@@ -38,6 +39,7 @@ EXTENSIONS: tuple[type[Extension], ...] = (
     Commands,
     Requests,
     HomeAssistant,
+    NodeBridge,
 )
 
 

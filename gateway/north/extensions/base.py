@@ -23,6 +23,10 @@ class Context:
     mqtt: MqttLink
     reload: Callable[[], Awaitable[dict[str, Any]]]
     started: float = field(default_factory=time.time)
+    # Set by the node bridge: forwards a validated command to an ESP32 node and returns what was set.
+    node_commands: Callable[[str, dict[str, Any], str | None], Awaitable[dict[str, Any]]] | None = None
+    # Extra sections of <base>/health, by name, from features that have something to report.
+    health_sections: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def base(self) -> str:

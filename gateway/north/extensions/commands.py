@@ -66,20 +66,21 @@ class Commands(Extension):
         self.ctx.bus.publish(Notable("command", audit))
 
     async def _execute(self, device: str, data: dict[str, Any], transaction: str | None) -> dict[str, Any]:
-        if device not in self.ctx.engine.devices:
+        node = device in self.ctx.loaded.nodes and self.ctx.node_commands is not None
+        if device not in self.ctx.engine.devices and not node:
             raise CommandError("unknown_device", f"no device '{device}'")
         if ("values" in data) == ("select" in data):
             raise CommandError("bad_json", "give either values (to write) or select (to select a control)")
         requested = data.get("values", data.get("select"))
         if not isinstance(requested, dict) or not requested or len(requested) > MAX_VALUES:
             raise CommandError("bad_json", f"values must be an object of 1 to {MAX_VALUES} points")
-        if transaction is not None:
-            key = (device, transaction)
-            if key in self.recent:
-                raise CommandError("duplicate_transaction", f"transaction {transaction!r} was already received")
-            self.recent[key] = None
-            while len(self.recent) > RECENT_TRANSACTIONS:
-                self.recent.popitem(last=False)
+        if node and self.ctx.node_commands is not None:
+            if "select" in data:
+                raise CommandError("bad_request", "nodes have no select-before-operate controls")
+            self._remember(device, transaction)
+            sent = await self.ctx.node_commands(device, requested, transaction)
+            return {"transaction": transaction, "status": "ok", "values": sent}
+        self._remember(device, transaction)
         checked = {}
         for name, value in requested.items():
             _, point = self.ctx.engine.point(device, str(name))
@@ -94,6 +95,17 @@ class Commands(Extension):
             if not readback:
                 written[name] = value
         return {"transaction": transaction, "status": "ok", "values": written}
+
+    def _remember(self, device: str, transaction: str | None) -> None:
+        """A transaction id is used once: a replayed command is refused, never executed twice."""
+        if transaction is None:
+            return
+        key = (device, transaction)
+        if key in self.recent:
+            raise CommandError("duplicate_transaction", f"transaction {transaction!r} was already received")
+        self.recent[key] = None
+        while len(self.recent) > RECENT_TRANSACTIONS:
+            self.recent.popitem(last=False)
 
     def _select(self, device: str, checked: dict[str, Any], transaction: str | None) -> dict[str, Any]:
         if len(checked) != 1:

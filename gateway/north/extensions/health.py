@@ -36,6 +36,7 @@ def gateway_health(ctx: Context) -> dict[str, Any]:
         "devices": engine["devices"],
         "links": engine["links"],
         "outbox": queue.status(),
+        **{name: section() for name, section in ctx.health_sections.items()},
         "mqtt": {
             "broker": mqtt.stats.broker,
             "connects": mqtt.stats.connects,

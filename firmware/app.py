@@ -1,0 +1,342 @@
+# CityEdge node: measure, buffer on flash, publish, report health, obey validated commands.
+# WiFi drops many times a day on a lamp pole: every reading goes to the flash ring first and
+# leaves it only when the broker has acknowledged it, so a reset or an outage loses nothing.
+import asyncio
+import gc
+import json
+import sys
+import time
+
+import machine
+import network
+
+import config as cfgmod
+import sensors
+from mqtt import MQTTClient
+from ringbuf import RingBuffer
+
+VERSION = "0.1.0"
+BOOTS_FILE = "boots"
+STATE_FILE = "state.json"
+EARLY = 60  # seconds: a reset before this counts as an early reset
+SAFE_AFTER = 3  # early resets in a row before safe mode
+EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0  # ESP32 counts from 2000
+RESET_CAUSES = {
+    getattr(machine, "PWRON_RESET", 1): "power_on", getattr(machine, "HARD_RESET", 2): "hard",
+    getattr(machine, "WDT_RESET", 3): "watchdog", getattr(machine, "DEEPSLEEP_RESET", 4): "deep_sleep",
+    getattr(machine, "SOFT_RESET", 5): "soft",
+}
+
+
+def now_ms():
+    return time.time_ns() // 1000000 + EPOCH_OFFSET * 1000
+
+
+def _read_int(path, default=0):
+    try:
+        with open(path) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return default
+
+
+def _write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+class Node:
+    def __init__(self):
+        self.config, self.config_problem = cfgmod.load()
+        c = self.config
+        self.id = c["id"]
+        self.prefix = "%s/%s" % (c["topic"], self.id)
+        self.started = time.ticks_ms()
+        self.reset_cause = RESET_CAUSES.get(machine.reset_cause(), "unknown")
+        self.early_resets = _read_int(BOOTS_FILE)
+        self.safe_mode = self.early_resets >= SAFE_AFTER
+        _write(BOOTS_FILE, str(self.early_resets + 1))  # cleared once we have been up for EARLY seconds
+        state = self._load_state()
+        self.seq = state.get("seq", 0) + 10  # the saved number lags by up to 10: skip ahead, never repeat
+        self.buffer = RingBuffer("readings.bin", c.get("buffer_slots", 256), 384)
+        self.drivers, self.sensor_problems = ([], []) if self.safe_mode else sensors.build(c["sensors"])
+        self.sensor_errors = {}
+        self.wlan = network.WLAN(network.STA_IF)
+        self.wifi_reconnects = -1
+        self.mqtt_reconnects = -1
+        self.maintenance = False
+        self.time_synced = False
+        broker = c["broker"]
+        self.client = MQTTClient(
+            "cityedge-node-" + self.id, broker["host"], broker.get("port", 1883), broker.get("user"),
+            broker.get("password"), broker.get("keepalive", 30),
+            will=(self.prefix + "/status", b"offline", True, 1),
+        )
+        self.client.on_message = self._on_message
+        self.heartbeat = time.ticks_ms()
+        self.wdt = None
+
+    # -- persistence ------------------------------------------------------------------------------
+
+    def _load_state(self):
+        try:
+            with open(STATE_FILE) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
+
+    def _save_seq(self):
+        if self.seq % 10 == 0:
+            _write(STATE_FILE, json.dumps({"seq": self.seq}))
+
+    # -- network ----------------------------------------------------------------------------------
+
+    async def _connect_wifi(self):
+        if self.wlan.isconnected():
+            return True
+        self.wifi_reconnects += 1
+        self.wlan.active(True)
+        wifi = self.config["wifi"]
+        self.wlan.connect(wifi["ssid"], wifi["password"])
+        for _ in range(100):
+            if self.wlan.isconnected():
+                return True
+            await asyncio.sleep_ms(100)
+        return False
+
+    async def _connect_mqtt(self):
+        await self.client.close()
+        await self.client.connect()
+        self.mqtt_reconnects += 1
+        if not self.client.subscriptions:
+            await self.client.subscribe(self.prefix + "/cmd", 1)
+            await self.client.subscribe(self.prefix + "/maintenance", 1)
+            await self.client.subscribe(self.config["topic"] + "/time", 0)
+        await self.client.publish(self.prefix + "/status", b"online", True, 1)
+        await self.client.publish(self.prefix + "/info", json.dumps(self.info()), True, 1)
+
+    async def network_loop(self):
+        backoff = 1
+        while True:
+            try:
+                if not self.client.alive() and await self._connect_wifi():
+                    await self._connect_mqtt()
+                    backoff = 1
+                    await self.client.run()  # returns only by raising when the link breaks
+            except Exception as exc:  # a dropped link is normal life on a pole
+                print("link:", exc)
+            self.client.connected = False
+            await asyncio.sleep(backoff)
+            backoff = min(60, backoff * 2)
+
+    async def keepalive_loop(self):
+        while True:
+            await asyncio.sleep(max(1, self.client.keepalive // 2))
+            if self.client.connected:
+                if not self.client.alive():  # no answer to our pings: the link is dead, whatever WiFi says
+                    await self.client.close()
+                else:
+                    try:
+                        await self.client.ping()
+                    except Exception:
+                        await self.client.close()
+
+    # -- readings ---------------------------------------------------------------------------------
+
+    def measure(self):
+        values = {}
+        self.sensor_errors = {}
+        for driver in self.drivers:
+            try:
+                values.update(driver.read())
+            except Exception as exc:  # one broken sensor must not stop the others
+                for key in driver.keys:
+                    self.sensor_errors[key] = str(exc) or type(exc).__name__
+        self.seq += 1
+        self._save_seq()
+        reading = {"ts": now_ms(), "seq": self.seq, "values": values}
+        if self.sensor_errors:
+            reading["errors"] = {k: v[:24] for k, v in self.sensor_errors.items()}
+        data = json.dumps(reading).encode()
+        if not self.buffer.append(data):  # too long for a slot: the values matter more than the reasons
+            reading.pop("errors", None)
+            self.buffer.append(json.dumps(reading).encode())
+
+    async def measure_loop(self):
+        while True:
+            self.heartbeat = time.ticks_ms()
+            if not self.safe_mode:
+                self.measure()
+            await asyncio.sleep(self.config["interval"])
+
+    async def sender_loop(self):
+        """Oldest reading first; it leaves the flash ring only once the broker has acknowledged it."""
+        topic = self.prefix + "/telemetry"
+        while True:
+            reading = self.buffer.peek() if self.client.connected else None
+            if reading is None:
+                await asyncio.sleep_ms(200)
+                continue
+            pid_before = self.client.pid
+            if not await self.client.publish(topic, reading, False, 1):
+                await asyncio.sleep_ms(100)
+                continue
+            pid = self.client.pid if self.client.pid != pid_before else None
+            for _ in range(100):  # wait for the PUBACK, at most 10 s
+                if pid not in self.client.unacked:
+                    break
+                await asyncio.sleep_ms(100)
+            if pid not in self.client.unacked:
+                self.buffer.pop()
+            gc.collect()
+
+    # -- health, info, time -------------------------------------------------------------------------
+
+    def uptime(self):
+        return time.ticks_diff(time.ticks_ms(), self.started) // 1000
+
+    def info(self):
+        return {"firmware": VERSION, "hardware": sys.platform, "python": "%d.%d.%d" % sys.implementation.version[:3],
+                "sensors": [k for d in self.drivers for k in d.keys], "interval": self.config["interval"],
+                "safe_mode": self.safe_mode, "problems": self.sensor_problems + ([self.config_problem] if self.config_problem else [])}
+
+    def health(self):
+        try:
+            rssi = self.wlan.status("rssi")
+        except Exception:
+            rssi = None
+        gc.collect()
+        return {"ts": now_ms(), "rssi": rssi, "free_heap": gc.mem_free(), "uptime_s": self.uptime(),
+                "reset_cause": self.reset_cause, "wifi_reconnects": max(0, self.wifi_reconnects),
+                "mqtt_reconnects": max(0, self.mqtt_reconnects), "firmware": VERSION,
+                "buffered": len(self.buffer), "dropped": self.buffer.dropped, "safe_mode": self.safe_mode,
+                "sensor_errors": self.sensor_errors, "time_synced": self.time_synced}
+
+    async def health_loop(self):
+        while True:
+            if self.client.connected:
+                await self.client.publish(self.prefix + "/health", json.dumps(self.health()), False, 0)
+            if self.early_resets and self.uptime() >= EARLY:
+                self.early_resets = 0
+                _write(BOOTS_FILE, "0")  # up long enough: this boot was not part of a loop
+            await asyncio.sleep(self.config["health_interval"])
+
+    def sync_time(self):
+        try:
+            import ntptime  # not on every port: the gateway's clock is the fallback
+
+            ntptime.host = self.config["ntp"]
+            ntptime.settime()
+            self.time_synced = True
+        except Exception:
+            pass
+
+    def _set_time(self, ms):
+        if self.time_synced:
+            return
+        try:
+            tm = time.gmtime(ms // 1000 - EPOCH_OFFSET)
+            machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6] + 1, tm[3], tm[4], tm[5], 0))
+            self.time_synced = True
+        except Exception:
+            pass
+
+    # -- commands ---------------------------------------------------------------------------------
+
+    def _on_message(self, topic, payload, retain):
+        if topic.endswith("/maintenance"):
+            self.maintenance = payload in (b"1", b"true", b"on")
+        elif topic.endswith("/time"):
+            try:
+                self._set_time(int(json.loads(payload)["ts"]))
+            except (ValueError, KeyError, TypeError):
+                pass
+        elif topic.endswith("/cmd"):
+            asyncio.create_task(self._command(payload))
+
+    async def _command(self, payload):
+        request_id = None
+        try:
+            if len(payload) > 1024:
+                raise ValueError("command too large")
+            request = json.loads(payload)
+            if not isinstance(request, dict):
+                raise ValueError("a command is a JSON object")
+            request_id = request.get("id")
+            result = self._execute(request)
+            answer = {"id": request_id, "status": "ok"}
+            if result is not None:
+                answer["data"] = result
+        except (ValueError, TypeError, KeyError) as exc:
+            answer = {"id": request_id, "status": "error", "error": str(exc)}
+        await self.client.publish(self.prefix + "/cmd/result", json.dumps(answer), False, 1)
+        if answer["status"] == "ok" and request.get("cmd") == "reboot":
+            await asyncio.sleep_ms(500)
+            machine.reset()
+
+    def _execute(self, request):
+        cmd = request.get("cmd")
+        if cmd == "ping":
+            return {"uptime_s": self.uptime()}
+        if cmd == "config":
+            changes = cfgmod.check_remote(request.get("set"))
+            self.config.update(changes)
+            cfgmod.save(self.config)  # persisted atomically before it is applied
+            return {k: self.config[k] for k in changes}
+        if cmd == "reboot":
+            return None
+        if cmd == "measure":
+            self.measure()
+            return None
+        raise ValueError("unknown command %s" % cmd)
+
+    # -- supervision -------------------------------------------------------------------------------
+
+    async def watchdog_loop(self):
+        """The watchdog is fed only while the main loop runs and the broker link works (or may yet)."""
+        self.wdt = machine.WDT(timeout=max(60000, 3 * self.config["interval"] * 1000))
+        offline_since = time.ticks_ms()
+        while True:
+            main_alive = time.ticks_diff(time.ticks_ms(), self.heartbeat) < (2 * self.config["interval"] + 30) * 1000
+            if self.client.connected:
+                offline_since = time.ticks_ms()
+            link_ok = time.ticks_diff(time.ticks_ms(), offline_since) < 15 * 60 * 1000
+            if main_alive and link_ok:
+                self.wdt.feed()
+            await asyncio.sleep(5)
+
+    async def deep_sleep_cycle(self):
+        """Battery nodes: wake, measure, publish, sleep; stay awake while the maintenance flag is set."""
+        for _ in range(100):
+            if self.client.connected:
+                break
+            await asyncio.sleep_ms(100)
+        await asyncio.sleep_ms(500)  # the retained maintenance flag arrives right after subscribing
+        self.measure()
+        for _ in range(100):
+            if not len(self.buffer):
+                break
+            await asyncio.sleep_ms(100)
+        if self.client.connected:
+            await self.client.publish(self.prefix + "/health", json.dumps(self.health()), False, 1)
+            await asyncio.sleep_ms(300)
+        if self.maintenance:
+            return False
+        await self.client.close()
+        machine.deepsleep(self.config["interval"] * 1000)
+        return True
+
+    async def main(self):
+        if self.wlan.isconnected() or await self._connect_wifi():
+            self.sync_time()
+        tasks = [self.network_loop(), self.keepalive_loop(), self.sender_loop(), self.health_loop(),
+                 self.watchdog_loop()]
+        for coro in tasks:
+            asyncio.create_task(coro)
+        if self.config["deep_sleep"] and not self.safe_mode and await self.deep_sleep_cycle():
+            return
+        await self.measure_loop()
+
+
+def run():
+    asyncio.run(Node().main())

@@ -1,0 +1,4 @@
+# Entry point: MicroPython runs main.py after boot.py.
+import app
+
+app.run()
