@@ -1,4 +1,4 @@
-"""The node firmware as code: compiled by mpy-cross, type-checked against the ESP32 stubs, unit-tested on MicroPython."""
+"""The node firmware as code: compiled by mpy-cross, type-checked against ESP32 stubs, unit-tested on MicroPython."""
 
 from __future__ import annotations
 
