@@ -178,6 +178,7 @@ async def run_scenario(loaded: LoadedScenario, broker: str | None = None, durati
             recorder = Recorder(host, port, base)
             recording = asyncio.create_task(recorder.run())
             await asyncio.wait_for(recorder.ready.wait(), 15)
+            await site.start_nodes(host, port, Path(tmp) / "nodes")
             gateway = Gateway(path)
             recorder.start = time.monotonic()
             site._started = recorder.start  # the timeline and the expectations share one clock

@@ -60,28 +60,53 @@ class EmuDevice(Strict):
     poll: Duration = Field(1.0, description="poll interval in the generated gateway configuration")
 
 
+DEFAULT_NODE_SENSORS: list[dict[str, Any]] = [
+    {"type": "bh1750"},
+    {"type": "pir", "pin": 4},
+    {"type": "battery", "pin": 34},
+]
+DEFAULT_NODE_HARDWARE: dict[str, Any] = {"i2c": {"35": {"read": "0190"}}, "pins": {"4": 0}, "adc": {"34": 40000}}
+
+
+class EmuNode(Strict):
+    """An ESP32 node: the real firmware on the MicroPython unix port, with scripted sensors."""
+
+    id: Identifier
+    profile: str = "esp32-pole-sensor"
+    sensors: list[dict[str, Any]] = Field(default_factory=lambda: list(DEFAULT_NODE_SENSORS))
+    hardware: dict[str, Any] = Field(
+        default_factory=lambda: dict(DEFAULT_NODE_HARDWARE),
+        description="fake hardware: i2c answers, pin levels, ADC readings, echo time",
+    )
+    config: dict[str, Any] = Field(default_factory=dict, description="config.json settings (interval, ...)")
+
+
 class Step(Strict):
-    """One timeline entry: at a time, do one thing to a device or a link."""
+    """One timeline entry: at a time, do one thing to a device, a link or a node."""
 
     at: Duration
     device: str | None = None
     link: str | None = None
+    node: str | None = None
     fault: dict[str, Any] | None = None
     clear: bool = False
     action: Literal["reboot", "drop", "refuse", "accept", "noise"] | None = None
     stimulus: str | None = None
     args: dict[str, Any] = Field(default_factory=dict)
     set: dict[str, Scalar] | None = None
+    wifi: Literal["on", "off"] | None = Field(None, description="nodes: cut or restore the WiFi")
+    hardware: dict[str, Any] | None = Field(None, description="nodes: new fake hardware values")
 
     @model_validator(mode="after")
     def _one_thing(self) -> Step:
-        chosen = [k for k in ("fault", "action", "stimulus", "set") if getattr(self, k)] + (
-            ["clear"] if self.clear else []
-        )
+        things = ("fault", "action", "stimulus", "set", "wifi", "hardware")
+        chosen = [k for k in things if getattr(self, k)] + (["clear"] if self.clear else [])
         if len(chosen) != 1:
-            raise ValueError("each step does exactly one of: fault, clear, action, stimulus, set")
-        if (self.device is None) == (self.link is None):
-            raise ValueError("each step names a device or a link")
+            raise ValueError("each step does exactly one of: fault, clear, action, stimulus, set, wifi, hardware")
+        if sum(x is not None for x in (self.device, self.link, self.node)) != 1:
+            raise ValueError("each step names a device, a link or a node")
+        if self.node is not None and chosen[0] not in ("wifi", "hardware", "action"):
+            raise ValueError("node steps are wifi, hardware or action: reboot")
         return self
 
 
@@ -113,8 +138,9 @@ class Scenario(Strict):
     seed: int = 1
     duration: Duration | None = Field(None, description="how long `hil run` runs (default: last step + 10s)")
     profile_dirs: list[Path] = Field(default_factory=list)
-    links: list[EmuLink]
-    devices: list[EmuDevice]
+    links: list[EmuLink] = Field(default_factory=list)
+    devices: list[EmuDevice] = Field(default_factory=list)
+    nodes: list[EmuNode] = Field(default_factory=list)
     timeline: list[Step] = Field(default_factory=list)
     expect: list[Expectation] = Field(default_factory=list)
 
@@ -188,7 +214,17 @@ def _check(loaded: LoadedScenario) -> list[Problem]:
             DeviceFaults().update(d.faults)
         except ValueError as exc:
             bad((*at, "faults"), str(exc))
+    node_ids = {n.id for n in sc.nodes}
+    for i, n in enumerate(sc.nodes):
+        if n.id in devices:
+            bad(("nodes", i, "id"), f"id '{n.id}' is also a device")
+        if registry.path(n.profile) is None:
+            bad(("nodes", i, "profile"), f"unknown profile '{n.profile}'{did_you_mean(n.profile, registry.names())}")
+        else:
+            loaded.resolved[n.id] = expand(registry.load(n.profile)[0])[0]
     for i, step in enumerate(sc.timeline):
+        if step.node is not None and step.node not in node_ids:
+            bad(("timeline", i, "node"), f"unknown node '{step.node}'{did_you_mean(step.node, node_ids)}")
         if step.device is not None and step.device not in devices:
             bad(("timeline", i, "device"), f"unknown device '{step.device}'{did_you_mean(step.device, devices)}")
         if step.link is not None and step.link not in links:
@@ -199,7 +235,7 @@ def _check(loaded: LoadedScenario) -> list[Problem]:
             except ValueError as exc:
                 bad(("timeline", i, "fault"), str(exc))
     for i, e in enumerate(sc.expect):
-        if e.device not in devices:
+        if e.device not in devices and e.device not in node_ids:
             bad(("expect", i, "device"), f"unknown device '{e.device}'{did_you_mean(e.device, devices)}")
         elif e.point is not None and e.device in loaded.resolved:
             names = {p.name for p in loaded.resolved[e.device].points}
@@ -247,6 +283,8 @@ def gateway_config(
     ]
     dirs = [str(p if p.is_absolute() else loaded.path.parent / p) for p in sc.profile_dirs]
     config: dict[str, Any] = {"gateway": {"id": sc.name}, "links": links, "devices": devices}
+    if sc.nodes:
+        config["nodes"] = [{"id": n.id, "profile": n.profile} for n in sc.nodes]
     if dirs:
         config["profile_dirs"] = dirs
     return {**config, **(extra or {})}

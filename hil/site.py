@@ -14,12 +14,14 @@ import os
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.points.codec import Value
 from hil.behaviours import BEHAVIOURS, Behaviour, Environment
 from hil.device import EmulatedDevice
 from hil.endpoints import SerialEndpoint, TcpEndpoint
+from hil.node import NodeEmulator
 from hil.scenario import EmuRtuLink, LoadedScenario, Step
 
 log = logging.getLogger("cityedge.hil")
@@ -54,6 +56,7 @@ class Site:
         self.link_types = {link.id: link.type for link in sc.links}
         self._tasks: list[asyncio.Task[None]] = []
         self._started = 0.0
+        self.nodes: dict[str, NodeEmulator] = {}
         emulated = {link.id for link in sc.links if link.hardware is None}
         for i, d in enumerate(sc.devices):
             if d.link not in emulated:
@@ -107,7 +110,24 @@ class Site:
                 self.behaviours[device_id].start(now)
             self.behaviours[device_id].tick(now, 0.0)  # plausible values from the first request on
 
+    async def start_nodes(self, broker_host: str, broker_port: int, flash_root: Path) -> None:
+        """ESP32 nodes need the broker they report to; start them once it is known."""
+        for n in self.loaded.scenario.nodes:
+            node = NodeEmulator(
+                flash_root / n.id,
+                n.id,
+                broker_host,
+                broker_port,
+                config={"sensors": n.sensors, **n.config},
+                hardware=dict(n.hardware),
+            )
+            self.nodes[n.id] = node
+            await node.start()
+
     async def stop(self) -> None:
+        for node in self.nodes.values():
+            with contextlib.suppress(Exception):
+                await node.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -233,6 +253,17 @@ class Site:
 
     async def apply(self, step: Step) -> None:
         """Carry out one timeline step."""
+        if step.node is not None:
+            node = self.nodes.get(step.node)
+            if node is None:
+                raise ValueError(f"node '{step.node}' is not running (nodes need a broker)")
+            if step.wifi is not None:
+                node.restore_wifi() if step.wifi == "on" else node.cut_wifi()
+            elif step.hardware is not None:
+                node.set_hardware(**step.hardware)
+            else:
+                await node.kill("hard")
+            return
         if step.device is not None:
             if step.fault is not None:
                 self.set_fault(step.device, step.fault)

@@ -88,3 +88,27 @@ async def test_failed_expectations_say_what_was_seen(tmp_path: Path) -> None:
     assert "FAIL  m voltage = 110 ±5 between 1s and 3s (seen: " in out
     assert "FAIL  m availability offline between 1s and 3s (seen: online)" in out
     assert "result: 0 passed, 2 failed" in out
+
+
+async def test_scenario_with_an_esp32_node_losing_its_wifi(tmp_path: Path) -> None:
+    scenario = {
+        "name": "pole",
+        "nodes": [{"id": "pole-1", "config": {"interval": 1}}],
+        "timeline": [
+            {"at": "4s", "node": "pole-1", "hardware": {"i2c": {"35": {"read": "0C00"}}}},
+            {"at": "6s", "node": "pole-1", "wifi": "off"},
+            {"at": "20s", "node": "pole-1", "wifi": "on"},
+        ],
+        "expect": [
+            {"device": "pole-1", "point": "illuminance", "value": 333.3, "tolerance": 0.1, "between": ["1s", "4s"]},
+            {"device": "pole-1", "point": "illuminance", "value": 2560.0, "tolerance": 0.1, "between": ["4s", "8s"]},
+            {"device": "pole-1", "availability": "offline", "between": ["8s", "20s"]},
+            {"device": "pole-1", "availability": "online", "between": ["21s", "30s"]},
+        ],
+        "duration": "30s",
+    }
+    path = tmp_path / "pole.yaml"
+    path.write_text(yaml.safe_dump(scenario, sort_keys=False))
+    code, out = await hil_run(path)
+    assert code == 0, out
+    assert "result: 4 passed, 0 failed" in out

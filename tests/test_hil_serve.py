@@ -51,7 +51,7 @@ def test_example_scenario_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
         ),
         (
             lambda d: d["timeline"][1].update(stimulus="rain"),
-            "timeline[1]: each step does exactly one of: fault, clear, action, stimulus, set",
+            "timeline[1]: each step does exactly one of: fault, clear, action, stimulus, set, wifi, hardware",
         ),
         (
             lambda d: d["expect"][0].update(point="voltage-l1"),
