@@ -117,6 +117,9 @@ class Node:
 
     async def network_loop(self):
         backoff = 1
+        while not self.config["broker"]["host"]:  # never guess a broker: wait to be provisioned
+            print("no broker in config.json")
+            await asyncio.sleep(60)
         while True:
             try:
                 if not self.client.alive() and await self._connect_wifi():
@@ -222,6 +225,8 @@ class Node:
             await asyncio.sleep(self.config["health_interval"])
 
     def sync_time(self):
+        if not self.config["ntp"]:
+            return
         try:
             import ntptime  # not on every port: the gateway's clock is the fallback
 

@@ -5,13 +5,13 @@ import os
 DEFAULTS = {
     "id": "node",
     "wifi": {"ssid": "", "password": ""},
-    "broker": {"host": "192.168.4.1", "port": 1883, "user": None, "password": None, "keepalive": 30},
+    "broker": {"host": "", "port": 1883, "user": None, "password": None, "keepalive": 30},
     "topic": "nodes",
     "interval": 60,
     "health_interval": 60,
     "sensors": [],
     "deep_sleep": False,
-    "ntp": "pool.ntp.org",
+    "ntp": "",
     "buffer_slots": 256,
 }
 # Settings a remote command may change, with their checks.

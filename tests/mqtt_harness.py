@@ -34,8 +34,16 @@ class Seen:
 class Watcher:
     """Subscribes to everything and keeps what it saw; reconnects when the broker restarts."""
 
-    def __init__(self, broker: MosquittoBroker, topics: tuple[str, ...] = ("#",), v5: bool = True) -> None:
+    def __init__(
+        self,
+        broker: MosquittoBroker | Any,
+        topics: tuple[str, ...] = ("#",),
+        v5: bool = True,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.broker, self.topics, self.v5 = broker, topics, v5
+        self.username, self.password = username, password
         self.seen: list[Seen] = []
         self.client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
@@ -50,7 +58,12 @@ class Watcher:
             try:
                 protocol = aiomqtt.ProtocolVersion.V5 if self.v5 else aiomqtt.ProtocolVersion.V311
                 async with aiomqtt.Client(
-                    self.broker.host, self.broker.port, protocol=protocol, identifier=f"watcher-{uuid.uuid4().hex[:8]}"
+                    self.broker.host,
+                    self.broker.port,
+                    protocol=protocol,
+                    identifier=f"watcher-{uuid.uuid4().hex[:8]}",
+                    username=self.username,
+                    password=self.password,
                 ) as client:
                     self.client = client
                     for topic in self.topics:

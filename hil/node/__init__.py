@@ -123,13 +123,9 @@ class NodeEmulator:
             shutil.copy(source, self.flash / source.name)
 
     def write_config(self) -> None:
-        config = {
-            "id": self.id,
-            "broker": {"host": "127.0.0.1", "port": self.relay.port, "keepalive": 4},
-            "interval": 2,
-            "health_interval": 3,
-            **self.config,
-        }
+        # The broker is always the loopback relay: a node under test never talks to anything else.
+        broker = {"keepalive": 4, **self.config.get("broker", {}), "host": "127.0.0.1", "port": self.relay.port}
+        config = {"id": self.id, "interval": 2, "health_interval": 3, **self.config, "broker": broker}
         (self.flash / "config.json").write_text(json.dumps(config))
 
     def set_hardware(self, **changes: Any) -> None:

@@ -1,0 +1,210 @@
+"""`cityedge demo`: a whole city block on loopback — broker, emulated devices, ESP32 nodes, the gateway.
+
+Everything runs in this process tree and stops on Ctrl-C (or after --duration), leaving
+no process or pty behind. With --faults a timeline of faults shows detection and recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiomqtt
+import yaml
+
+from gateway.app import Gateway
+from hil.broker import MosquittoBroker, find_mosquitto
+from hil.scenario import Step, gateway_config, load_scenario
+from hil.site import Site
+
+SCENARIO = Path(__file__).resolve().parent / "scenarios" / "demo-block.yaml"
+USER = "cityedge-demo"
+
+# (seconds after start, what an operator will see, the step) — the broker restart is special-cased.
+FAULTS: list[tuple[float, str, dict[str, Any] | None]] = [
+    (15, "lamp failure on ballast 3 (lamps)", {"device": "lamps", "stimulus": "lamp_failure", "args": {"ballast": 3}}),
+    (20, "feeder meter stops answering", {"device": "feeder-meter", "fault": {"timeout": True}}),
+    (30, "pole-2 loses its WiFi", {"node": "pole-2", "wifi": "off"}),
+    (38, "feeder meter answers again", {"device": "feeder-meter", "clear": True}),
+    (45, "the broker restarts", None),
+    (55, "pole-2 WiFi is back", {"node": "pole-2", "wifi": "on"}),
+    (60, "heavy rain on the river", {"device": "river-level", "stimulus": "rain", "args": {"mm_per_h": 40}}),
+]
+SHOWN = {
+    "lamps": ("ballast_0_level", "ballast_3_lamp_failure"),
+    "feeder-meter": ("voltage_l1", "power_total"),
+    "feeder-relay": ("breaker_closed", "current_l1"),
+    "river-level": ("pressure",),
+    "outfall-flow": ("flow",),
+    "pole-1": ("illuminance", "battery"),
+    "pole-2": ("illuminance", "motion"),
+    "pole-3": ("illuminance", "battery"),
+}
+
+
+@dataclass
+class View:
+    """What an operator would see on the broker, kept up to date by a subscriber."""
+
+    availability: dict[str, str] = field(default_factory=dict)
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    errors: dict[str, dict[str, str]] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+    status: str = "?"
+
+    def take(self, base: str, topic: str, payload: bytes) -> None:
+        rest = topic[len(base) + 1 :]
+        if rest == "status":
+            self.status = json.loads(payload).get("state", "?")
+        elif rest == "event":
+            event = json.loads(payload)
+            detail = event.get("device") or event.get("link") or event.get("node") or ""
+            self.events.append(f"{time.strftime('%H:%M:%S')} {event['kind']} {detail}".rstrip())
+            del self.events[:-6]
+        elif rest.endswith("/availability"):
+            self.availability[rest.split("/")[0]] = payload.decode()
+        elif rest.endswith("/state"):
+            state = json.loads(payload)
+            device = rest.split("/")[0]
+            self.values[device] = state.get("values", {})
+            self.errors[device] = state.get("errors", {})
+
+    def table(self) -> str:
+        lines = [f"gateway: {self.status}", f"{'DEVICE':<14} {'STATE':<9} VALUES"]
+        for device, points in SHOWN.items():
+            values = self.values.get(device, {})
+            shown = "  ".join(f"{p}={values[p]}" for p in points if p in values)
+            errors = self.errors.get(device)
+            if errors:
+                shown += f"  errors: {len(errors)} ({next(iter(errors.values()))})"
+            lines.append(f"{device:<14} {self.availability.get(device, '...'):<9} {shown}")
+        lines.append("recent events:")
+        lines += [f"  {e}" for e in self.events] or ["  (none yet)"]
+        return "\n".join(lines)
+
+
+def banner(base: str, host: str, port: int, password: str, out: TextIO) -> None:
+    auth = f"-u {USER} -P {password}"
+    out.write(f"""CityEdge demo: a city block on loopback (Ctrl-C stops everything)
+  broker     {host}:{port}  user {USER}  password {password}
+  watch      mosquitto_sub -h {host} -p {port} {auth} -t '{base}/#' -v
+  dim        mosquitto_pub -h {host} -p {port} {auth} -t {base}/lamps/set -m '{{"transaction":"d1","values":{{"group_1_arc_power":30}}}}'
+  breaker    1. mosquitto_pub -h {host} -p {port} {auth} -t {base}/feeder-relay/set -m '{{"transaction":"s1","select":{{"breaker_command":"open"}}}}'
+             2. read the token on {base}/feeder-relay/set/result, then within 10 s:
+                mosquitto_pub -h {host} -p {port} {auth} -t {base}/feeder-relay/set -m '{{"transaction":"o1","values":{{"breaker_command":"open"}},"token":"TOKEN"}}'
+  docs       docs/operator/mqtt-topics.md, docs/operator/send-commands.md
+""")
+    out.flush()
+
+
+async def watch(host: str, port: int, password: str, base: str, view: View) -> None:
+    while True:
+        with contextlib.suppress(aiomqtt.MqttError):
+            async with aiomqtt.Client(host, port, username=USER, password=password) as client:
+                await client.subscribe(f"{base}/#", qos=1)
+                async for m in client.messages:
+                    with contextlib.suppress(ValueError, KeyError, AttributeError):
+                        view.take(base, str(m.topic), m.payload)
+        await asyncio.sleep(0.5)
+
+
+async def run_demo(
+    duration: float | None,
+    faults: bool,
+    external: str | None,
+    table: bool,
+    out: TextIO = sys.stdout,
+    on_ready: Callable[[dict[str, Any]], None] | None = None,
+) -> int:
+    loaded = load_scenario(SCENARIO)
+    base = f"cityedge/{loaded.scenario.name}"
+    password = secrets.token_urlsafe(9)
+    broker: MosquittoBroker | None = None
+    if external:
+        host, _, port_text = external.rpartition(":")
+        port, password = int(port_text), ""
+    else:
+        if find_mosquitto() is None:
+            out.write("cityedge demo needs mosquitto (scripts/setup installs it) or --broker HOST:PORT\n")
+            return 1
+        broker = MosquittoBroker(users={USER: password})
+        broker.start()
+        host, port = broker.host, broker.port
+    tmp = Path(tempfile.mkdtemp(prefix="cityedge-demo-"))
+    site = Site(loaded)
+    gateway: Gateway | None = None
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        await site.start()
+        data = gateway_config(loaded, site.endpoint_addresses())
+        (tmp / "mqtt-password").write_text(password)
+        data["mqtt"] = {
+            "host": host,
+            "port": port,
+            "base_topic": base,
+            **({"username": USER, "password_file": str(tmp / "mqtt-password")} if password else {}),
+        }
+        data["store"] = {"path": str(tmp / "outbox.db")}
+        data["homeassistant"] = {"enabled": True}
+        config = tmp / "gateway.yaml"
+        config.write_text(yaml.safe_dump(data, sort_keys=False))
+        node_broker = {"user": USER, "password": password} if password else {}
+        for node in loaded.scenario.nodes:
+            node.config.setdefault("broker", node_broker)
+        await site.start_nodes(host, port, tmp / "nodes")
+        gateway = Gateway(config)
+        await gateway.start()
+        banner(base, host, port, password, out)
+        if on_ready is not None:
+            on_ready({"host": host, "port": port, "user": USER, "password": password, "base": base})
+        view = View()
+        tasks.append(asyncio.create_task(watch(host, port, password, base, view)))
+        if faults:
+            tasks.append(asyncio.create_task(play_faults(site, broker, view, out)))
+        await show(view, duration, table, out)
+    finally:
+        for task in tasks:
+            task.cancel()
+        if gateway is not None:
+            await gateway.stop()
+        await site.stop()
+        if broker is not None:
+            broker.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+async def play_faults(site: Site, broker: MosquittoBroker | None, view: View, out: TextIO) -> None:
+    start = time.monotonic()
+    for at, what, step in FAULTS:
+        await asyncio.sleep(max(0.0, at - (time.monotonic() - start)))
+        view.events.append(f"{time.strftime('%H:%M:%S')} FAULT: {what}")
+        out.write(f"[demo] t={at:g}s {what}\n")
+        out.flush()
+        if step is None:
+            if broker is not None:
+                await asyncio.to_thread(broker.restart, 2.0)
+        else:
+            await site.apply(Step.model_validate({"at": at, **step}))
+
+
+async def show(view: View, duration: float | None, table: bool, out: TextIO) -> None:
+    start = time.monotonic()
+    interactive = table and out.isatty()
+    while duration is None or time.monotonic() - start < duration:
+        await asyncio.sleep(2 if interactive else 10)
+        if interactive:
+            out.write("\x1b[H\x1b[J" + view.table() + "\n")
+        elif table:
+            out.write(view.table() + "\n\n")
+        out.flush()

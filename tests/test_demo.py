@@ -1,0 +1,136 @@
+"""`cityedge demo` end to end: every device online with plausible values, commands, and faults recovered."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from tests.mqtt_harness import Watcher
+from tests.waiting import until
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = "cityedge/demo-block"
+
+
+async def test_demo_with_faults() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "demo",
+        "--duration",
+        "80",
+        "--faults",
+        "--no-table",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    banner = ""
+    while "docs" not in banner:
+        banner += (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+    found = re.search(r"broker\s+(\S+):(\d+)\s+user (\S+)\s+password (\S+)", banner)
+    assert found, banner
+    broker = SimpleNamespace(host=found.group(1), port=int(found.group(2)))
+    output: list[str] = []
+
+    async def drain() -> None:
+        assert proc.stdout is not None
+        async for line in proc.stdout:
+            output.append(line.decode())
+
+    reader = asyncio.create_task(drain())
+    w = Watcher(broker, (f"{BASE}/#",), username=found.group(3), password=found.group(4))
+    await w.start()
+    try:
+        devices = ["lamps", "feeder-meter", "feeder-relay", "river-level", "outfall-flow", "pole-1", "pole-2", "pole-3"]
+        for device in devices:
+            await w.wait_for(
+                lambda s, d=device: s.topic == f"{BASE}/{d}/availability" and s.payload == b"online",
+                timeout=30,
+                what=f"{device} online",
+            )
+        meter = (await w.topic(f"{BASE}/feeder-meter/state")).json()["values"]
+        assert 220 < meter["voltage_l1"] < 240 and 49.8 < meter["frequency"] < 50.2
+        pole = (await w.topic(f"{BASE}/pole-1/state", timeout=30)).json()["values"]
+        assert pole["illuminance"] == 333.3
+
+        dim = await w.command(BASE, "lamps", {"values": {"group_1_arc_power": 30}})
+        assert dim["status"] == "ok"
+        await w.wait_for(
+            lambda s: s.topic == f"{BASE}/lamps/state" and s.json()["values"]["ballast_1_level"] == 30,
+            timeout=20,
+            what="dimmed lamp",
+        )
+        refused = await w.command(BASE, "feeder-relay", {"values": {"breaker_command": "open"}})
+        assert refused["error"]["code"] == "select_required"
+        selected = await w.command(BASE, "feeder-relay", {"select": {"breaker_command": "open"}})
+        opened = await w.command(
+            BASE, "feeder-relay", {"values": {"breaker_command": "open"}, "token": selected["token"]}
+        )
+        assert opened["status"] == "ok"
+        await w.wait_for(
+            lambda s: s.topic == f"{BASE}/feeder-relay/state" and s.json()["values"]["breaker_open"],
+            timeout=10,
+            what="breaker open",
+        )
+
+        # the fault timeline: each fault detected, each recovered
+        await w.wait_for(
+            lambda s: s.topic == f"{BASE}/lamps/state" and s.json()["values"]["ballast_3_lamp_failure"],
+            timeout=40,
+            what="lamp failure",
+        )
+        off = await w.wait_for(
+            lambda s: s.topic == f"{BASE}/feeder-meter/availability" and s.payload == b"offline",
+            timeout=30,
+            what="meter offline",
+        )
+        await w.wait_for(
+            lambda s: s.topic == f"{BASE}/feeder-meter/availability" and s.payload == b"online",
+            since=w.seen.index(off),
+            timeout=30,
+            what="meter back",
+        )
+        wifi = await w.wait_for(
+            lambda s: s.topic == f"{BASE}/pole-2/availability" and s.payload == b"offline",
+            timeout=30,
+            what="pole-2 offline",
+        )
+        restart = len(w.seen)
+        await until(lambda: any("the broker restarts" in line for line in output), 30, "broker restart")
+        await w.wait_for(
+            lambda s: s.topic == f"{BASE}/status" and s.json() == {"state": "online"},
+            since=restart,
+            timeout=30,
+            what="gateway back after the broker restart",
+        )
+        await w.wait_for(
+            lambda s: s.topic == f"{BASE}/pole-2/availability" and s.payload == b"online",
+            since=w.seen.index(wifi),
+            timeout=40,
+            what="pole-2 back",
+        )
+    finally:
+        await w.stop()
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise
+        finally:
+            reader.cancel()
+    assert proc.returncode == 0
+    leftovers = await asyncio.create_subprocess_exec(
+        "pgrep", "-f", "hil/node/micropython/launch.py", stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await leftovers.communicate()
+    assert out == b"", "no node process may outlive the demo"
