@@ -94,16 +94,22 @@ class View:
 
 
 def banner(base: str, host: str, port: int, password: str, out: TextIO) -> None:
-    auth = f"-u {USER} -P {password}"
-    out.write(f"""CityEdge demo: a city block on loopback (Ctrl-C stops everything)
-  broker     {host}:{port}  user {USER}  password {password}
-  watch      mosquitto_sub -h {host} -p {port} {auth} -t '{base}/#' -v
-  dim        mosquitto_pub -h {host} -p {port} {auth} -t {base}/lamps/set -m '{{"transaction":"d1","values":{{"group_1_arc_power":30}}}}'
-  breaker    1. mosquitto_pub -h {host} -p {port} {auth} -t {base}/feeder-relay/set -m '{{"transaction":"s1","select":{{"breaker_command":"open"}}}}'
-             2. read the token on {base}/feeder-relay/set/result, then within 10 s:
-                mosquitto_pub -h {host} -p {port} {auth} -t {base}/feeder-relay/set -m '{{"transaction":"o1","values":{{"breaker_command":"open"}},"token":"TOKEN"}}'
-  docs       docs/operator/mqtt-topics.md, docs/operator/send-commands.md
-""")
+    pub = f"mosquitto_pub -h {host} -p {port} -u {USER} -P {password}"
+    dim = '{"transaction":"d1","values":{"group_1_arc_power":30}}'
+    select = '{"transaction":"s1","select":{"breaker_command":"open"}}'
+    operate = '{"transaction":"o1","values":{"breaker_command":"open"},"token":"TOKEN"}'
+    lines = [
+        "CityEdge demo: a city block on loopback (Ctrl-C stops everything)",
+        f"  broker     {host}:{port}  user {USER}  password {password}",
+        f"  watch      mosquitto_sub -h {host} -p {port} -u {USER} -P {password} -t '{base}/#' -v",
+        f"  dim        {pub} -t {base}/lamps/set -m '{dim}'",
+        f"  breaker    1. {pub} -t {base}/feeder-relay/set -m '{select}'",
+        f"             2. read the token on {base}/feeder-relay/set/result, then within 10 s:",
+        f"                {pub} -t {base}/feeder-relay/set -m '{operate}'",
+        "  docs       docs/operator/mqtt-topics.md, docs/operator/send-commands.md",
+        "",
+    ]
+    out.write("\n".join(lines))
     out.flush()
 
 
