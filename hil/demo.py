@@ -52,6 +52,44 @@ SHOWN = {
 }
 
 
+class EmbeddedBroker:
+    """The development fallback when mosquitto is not installed: amqtt in this process, with a password."""
+
+    def __init__(self, password: str, directory: Path) -> None:
+        from hil.broker import free_port
+
+        self.host, self.port = "127.0.0.1", free_port()
+        self.password_file = directory / "broker-passwd"
+        self.password = password
+        self.broker: Any = None
+
+    async def start(self) -> None:
+        try:
+            from amqtt.broker import Broker
+            from pwdlib.hashers.argon2 import Argon2Hasher
+        except ImportError:
+            raise RuntimeError("no broker: install mosquitto (scripts/setup) or amqtt, or give --broker") from None
+        self.password_file.write_text(f"{USER}:{Argon2Hasher().hash(self.password)}\n")
+        self.broker = Broker(
+            {
+                "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+                "plugins": {"amqtt.plugins.authentication.FileAuthPlugin": {"password_file": str(self.password_file)}},
+            }
+        )
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        if self.broker is not None:
+            with contextlib.suppress(Exception):
+                await self.broker.shutdown()
+            self.broker = None
+
+    async def restart(self, down_for: float) -> None:
+        await self.stop()
+        await asyncio.sleep(down_for)
+        await self.start()
+
+
 @dataclass
 class View:
     """What an operator would see on the broker, kept up to date by a subscriber."""
@@ -135,18 +173,23 @@ async def run_demo(
     loaded = load_scenario(SCENARIO)
     base = f"cityedge/{loaded.scenario.name}"
     password = secrets.token_urlsafe(9)
-    broker: MosquittoBroker | None = None
+    tmp = Path(tempfile.mkdtemp(prefix="cityedge-demo-"))
+    broker: MosquittoBroker | EmbeddedBroker | None = None
     if external:
         host, _, port_text = external.rpartition(":")
         port, password = int(port_text), ""
-    else:
-        if find_mosquitto() is None:
-            out.write("cityedge demo needs mosquitto (scripts/setup installs it) or --broker HOST:PORT\n")
-            return 1
+    elif find_mosquitto() is not None:
         broker = MosquittoBroker(users={USER: password})
         broker.start()
         host, port = broker.host, broker.port
-    tmp = Path(tempfile.mkdtemp(prefix="cityedge-demo-"))
+    else:
+        out.write(
+            "mosquitto is not installed: using the embedded amqtt broker (a development default, "
+            "in memory, not for production)\n"
+        )
+        broker = EmbeddedBroker(password, tmp)
+        await broker.start()
+        host, port = broker.host, broker.port
     site = Site(loaded)
     gateway: Gateway | None = None
     tasks: list[asyncio.Task[Any]] = []
@@ -160,6 +203,8 @@ async def run_demo(
             "base_topic": base,
             **({"username": USER, "password_file": str(tmp / "mqtt-password")} if password else {}),
         }
+        if isinstance(broker, EmbeddedBroker):
+            data["mqtt"]["protocol"] = "3.1.1"  # amqtt speaks MQTT 3.1.1 only
         data["store"] = {"path": str(tmp / "outbox.db")}
         data["homeassistant"] = {"enabled": True}
         config = tmp / "gateway.yaml"
@@ -184,13 +229,15 @@ async def run_demo(
         if gateway is not None:
             await gateway.stop()
         await site.stop()
-        if broker is not None:
+        if isinstance(broker, EmbeddedBroker):
+            await broker.stop()
+        elif broker is not None:
             broker.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
-async def play_faults(site: Site, broker: MosquittoBroker | None, view: View, out: TextIO) -> None:
+async def play_faults(site: Site, broker: MosquittoBroker | EmbeddedBroker | None, view: View, out: TextIO) -> None:
     start = time.monotonic()
     for at, what, step in FAULTS:
         await asyncio.sleep(max(0.0, at - (time.monotonic() - start)))
@@ -198,7 +245,9 @@ async def play_faults(site: Site, broker: MosquittoBroker | None, view: View, ou
         out.write(f"[demo] t={at:g}s {what}\n")
         out.flush()
         if step is None:
-            if broker is not None:
+            if isinstance(broker, EmbeddedBroker):
+                await broker.restart(2.0)
+            elif broker is not None:
                 await asyncio.to_thread(broker.restart, 2.0)
         else:
             await site.apply(Step.model_validate({"at": at, **step}))

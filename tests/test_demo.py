@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+
+import pytest
 
 from tests.mqtt_harness import Watcher
 from tests.waiting import until
@@ -134,3 +137,39 @@ async def test_demo_with_faults() -> None:
     )
     out, _ = await leftovers.communicate()
     assert out == b"", "no node process may outlive the demo"
+
+
+async def test_demo_without_mosquitto_uses_the_embedded_broker(monkeypatch: object) -> None:
+    import io
+
+    import hil.demo
+
+    monkeypatch.setattr(hil.demo, "find_mosquitto", lambda: None)  # type: ignore[attr-defined]
+    ready: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+    out = io.StringIO()
+    demo = asyncio.create_task(hil.demo.run_demo(None, False, None, False, out, on_ready=ready.set_result))
+    try:
+        info = await asyncio.wait_for(ready, 60)
+        assert "embedded amqtt broker" in out.getvalue()
+        broker = SimpleNamespace(host=info["host"], port=info["port"])
+        w = Watcher(broker, (f"{BASE}/#",), v5=False, username=str(info["user"]), password=str(info["password"]))
+        await w.start()
+        try:
+            for device in ("feeder-meter", "lamps", "pole-1"):
+                await w.wait_for(
+                    lambda s, d=device: s.topic == f"{BASE}/{d}/availability" and s.payload == b"online",
+                    timeout=40,
+                    what=f"{device} online",
+                )
+            dim = await w.command(BASE, "lamps", {"values": {"group_1_arc_power": 40}})
+            assert dim["status"] == "ok"
+        finally:
+            await w.stop()
+        wrong = Watcher(broker, (f"{BASE}/#",), v5=False, username=str(info["user"]), password="not-the-password")
+        with pytest.raises(TimeoutError):
+            await wrong.start()  # authentication is on
+        await wrong.stop()
+    finally:
+        demo.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await demo
