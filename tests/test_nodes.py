@@ -185,7 +185,12 @@ async def test_a_thousand_malformed_node_messages(world: World) -> None:
     event = await world.watcher.wait_for(lambda s: s.topic == f"{BASE}/event" and s.json()["kind"] == "unknown_node")
     assert event.json()["node"] == "stranger"
     health = await world.watcher.wait_for(
-        lambda s: s.topic == f"{BASE}/health" and s.json()["nodes"]["rejected_messages"] >= 1001, timeout=10
+        lambda s: (
+            s.topic == f"{BASE}/health"
+            and s.json()["nodes"]["rejected_messages"] >= 1001
+            and s.json()["nodes"]["unknown"]
+        ),
+        timeout=10,
     )
     assert health.json()["nodes"]["unknown"] == ["stranger"]
     await world.watcher.send("nodes/pole-2/telemetry", b'{"ts": 1795959231938, "seq": 1, "values": {"lux": 5.5}}')
