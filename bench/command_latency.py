@@ -30,6 +30,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import report  # noqa: E402
 from bench.engine_throughput import profile  # noqa: E402
 from hil.broker import MosquittoBroker  # noqa: E402
 
@@ -163,12 +164,7 @@ def main() -> int:
                 proc.wait(20)
     load = f"{args.devices} devices x 100 float32 every 500 ms + 16 lamps, polled over TCP"
     print(f"load: {load}")
-    for key, value in result.items():
-        print(f"{key}: {value}")
-    (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results" / "command_latency.json").write_text(
-        json.dumps({"load": load, **result}, indent=2) + "\n"
-    )
+    report("command_latency", ["measure", "value"], [[k, v] for k, v in result.items()], {"load": load, **result})
     return 0 if result["set_result_p99_ms"] < 50 else 1
 
 

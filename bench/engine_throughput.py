@@ -24,6 +24,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import report  # noqa: E402
 from gateway.config.loader import load_config  # noqa: E402
 from gateway.core.engine import Engine  # noqa: E402
 from gateway.core.events import DeviceUpdate, EventBus  # noqa: E402
@@ -213,16 +214,20 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per case (after warm-up)")
     args = parser.parse_args()
     results = asyncio.run(main_async(args.seconds))
-    print("| case | points/s | delivery | gateway CPU s / 1000 points | CPU load | RSS MB | errors |")
-    print("|---|---|---|---|---|---|---|")
-    for r in results:
-        delivery = f"{r['delivery']:.1%}" if "delivery" in r else f"bus {r['efficiency']:.1%} of formula"
-        print(
-            f"| {r['case']} | {r['points_per_s']:,.0f} | {delivery} | {r['cpu_s_per_1000_points']:.4f} "
-            f"| {r['cpu_load']:.2f} | {r['rss_mb']:.1f} | {r['errors']} |"
-        )
-    (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results" / "engine_throughput.json").write_text(json.dumps(results, indent=2) + "\n")
+    rows = [
+        [
+            r["case"],
+            f"{r['points_per_s']:,.0f}",
+            f"{r['delivery']:.1%}" if "delivery" in r else f"bus {r['efficiency']:.1%} of formula",
+            f"{r['cpu_s_per_1000_points']:.4f}",
+            f"{r['cpu_load']:.2f}",
+            f"{r['rss_mb']:.1f}",
+            r["errors"],
+        ]
+        for r in results
+    ]
+    headers = ["case", "points/s", "delivery", "gateway CPU s / 1000 points", "CPU load", "RSS MB", "errors"]
+    report("engine_throughput", headers, rows, results)
     return 0
 
 

@@ -17,8 +17,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import report  # noqa: E402
 from gateway.config.model import GatewayConfig  # noqa: E402
-from gateway.north.message import Kind  # noqa: E402
+from gateway.north.message import Kind, Outgoing  # noqa: E402
 from gateway.north.mqtt import MqttLink  # noqa: E402
 from gateway.north.outbox import Outbox  # noqa: E402
 from hil.broker import MosquittoBroker  # noqa: E402
@@ -39,7 +40,7 @@ async def run(messages: int, sync: str) -> dict[str, Any]:
         outbox.start()
         start = time.perf_counter()
         for i in range(messages):  # the broker is not connected yet: an outage
-            link_message(outbox, i)
+            outbox.put(Outgoing(f"cityedge/bench/m{i % 50}/state", PAYLOAD.encode(), Kind.TELEMETRY, 1))
             if i % 1000 == 999:
                 await asyncio.sleep(0)  # let the flusher run, as the engine would
         outbox.flush()
@@ -63,23 +64,20 @@ async def run(messages: int, sync: str) -> dict[str, Any]:
     }
 
 
-def link_message(outbox: Outbox, i: int) -> None:
-    from gateway.north.message import Outgoing
-
-    outbox.put(Outgoing(f"cityedge/bench/m{i % 50}/state", PAYLOAD.encode(), Kind.TELEMETRY, 1))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=100_000)
     args = parser.parse_args()
     results = [asyncio.run(run(args.messages, sync)) for sync in ("full", "normal")]
-    print("| store.sync | messages | stored/s | replayed/s (QoS 1, PUBACK) | disk MB |")
-    print("|---|---|---|---|---|")
-    for r in results:
-        print(f"| {r['sync']} | {r['messages']:,} | {r['stored_per_s']:,} | {r['replayed_per_s']:,} | {r['disk_mb']} |")
-    (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results" / "outbox_throughput.json").write_text(json.dumps(results, indent=2) + "\n")
+    report(
+        "outbox_throughput",
+        ["store.sync", "messages", "stored/s", "replayed/s (QoS 1, PUBACK)", "disk MB"],
+        [
+            [r["sync"], f"{r['messages']:,}", f"{r['stored_per_s']:,}", f"{r['replayed_per_s']:,}", r["disk_mb"]]
+            for r in results
+        ],
+        results,
+    )
     return 0
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import report  # noqa: E402
 from hil.frames import with_crc  # noqa: E402
 from hil.ptyline import transaction_time  # noqa: E402
 from hil.scenario import load_scenario  # noqa: E402
@@ -113,12 +113,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="per case")
     args = parser.parse_args()
     rows = asyncio.run(run(args.seconds))
-    print("| baud | N | measured tx/s | formula tx/s | measured / formula |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['baud']} | {r['registers']} | {r['measured_tps']} | {r['formula_tps']} | {r['ratio']:.3f} |")
-    (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results" / "wire_timing.json").write_text(json.dumps(rows, indent=2) + "\n")
+    report(
+        "wire_timing",
+        ["baud", "N", "measured tx/s", "formula tx/s", "measured / formula"],
+        [[r["baud"], r["registers"], r["measured_tps"], r["formula_tps"], f"{r['ratio']:.3f}"] for r in rows],
+        rows,
+    )
     return 0 if all(0.9 <= r["ratio"] <= 1.1 for r in rows) else 1  # the 90 % target, as an exit status
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from array import array
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from gateway.points.codec import CodecError, DataType, Value
@@ -252,15 +252,3 @@ def _within(p: PointSpec, value: Value) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return True
     return not ((p.min is not None and value < p.min) or (p.max is not None and value > p.max))
-
-
-@dataclass
-class DeviceInfo:
-    """What `hil serve` prints for one device."""
-
-    id: str
-    profile: str
-    link: str
-    unit: int
-    behaviour: str
-    faults: dict[str, Any] = field(default_factory=dict)

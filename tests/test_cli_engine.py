@@ -124,50 +124,30 @@ async def test_read_raw_in_every_byte_order_finds_the_right_one(net: str) -> Non
     assert len(result["registers"]) == 2
 
 
+async def write_lamp(net: str, point: str, value: str, *extra: str) -> tuple[int, str, str]:
+    """`cityedge write` to the emulated DALI gateway on unit 5."""
+    return await cityedge(
+        "write",
+        "--tcp",
+        net,
+        "--unit",
+        "5",
+        "--profile",
+        "dali-modbus-gateway",
+        *extra,
+        "--point",
+        point,
+        "--value",
+        value,
+    )
+
+
 async def test_write_validates_and_reads_back(net: str) -> None:
-    code, out, _ = await cityedge(
-        "write",
-        "--tcp",
-        net,
-        "--unit",
-        "5",
-        "--profile",
-        "dali-modbus-gateway",
-        "--param",
-        "ballasts=2",
-        "--point",
-        "ballast_1_arc_power",
-        "--value",
-        "40",
-    )
+    code, out, _ = await write_lamp(net, "ballast_1_arc_power", "40", "--param", "ballasts=2")
     assert (code, out.strip()) == (0, "ballast_1_arc_power: wrote 40, reads back 40")
-    code, _, err = await cityedge(
-        "write",
-        "--tcp",
-        net,
-        "--unit",
-        "5",
-        "--profile",
-        "dali-modbus-gateway",
-        "--point",
-        "ballast_1_arc_power",
-        "--value",
-        "140",
-    )
+    code, _, err = await write_lamp(net, "ballast_1_arc_power", "140")
     assert code == 2 and "out_of_range: ballast_1_arc_power must be within 0..100, got 140" in err
-    code, _, err = await cityedge(
-        "write",
-        "--tcp",
-        net,
-        "--unit",
-        "5",
-        "--profile",
-        "dali-modbus-gateway",
-        "--point",
-        "ballast_1_level",
-        "--value",
-        "1",
-    )
+    code, _, err = await write_lamp(net, "ballast_1_level", "1")
     assert code == 2 and "read_only" in err
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from gateway.profiles.expand import PointSpec, expand
 from gateway.profiles.model import Access, Limits, Profile, Table
 from gateway.profiles.registry import ProfileRegistry
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _point(name: str, table: Table, address: int, registers: int, dtype: DataType = DataType.UINT16) -> PointSpec:

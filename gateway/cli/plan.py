@@ -12,8 +12,6 @@ from gateway.config.loader import load_config
 from gateway.config.problems import did_you_mean
 from gateway.core.device import Device
 
-TABLE_NAMES = {"coil": "coils", "discrete": "discrete", "holding": "holding", "input": "input"}
-
 
 def register(sub: Any) -> None:
     p = sub.add_parser("plan", help="print the read plan: requests per device and the points they carry")

@@ -51,10 +51,6 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 """
 
 
-class StoreUnavailable(Exception):
-    pass
-
-
 class Outbox(MessageQueue):
     def __init__(self, settings: StoreSettings, on_drop: Any = None) -> None:
         super().__init__()
