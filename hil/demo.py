@@ -81,7 +81,7 @@ class EmbeddedBroker:
     async def stop(self) -> None:
         if self.broker is not None:
             with contextlib.suppress(Exception):
-                await self.broker.shutdown()
+                await asyncio.wait_for(self.broker.shutdown(), 5)  # never hang a Ctrl-C on the broker
             self.broker = None
 
     async def restart(self, down_for: float) -> None:
@@ -227,8 +227,10 @@ async def run_demo(
         for task in tasks:
             task.cancel()
         if gateway is not None:
-            await gateway.stop()
-        await site.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gateway.stop(), 15)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(site.stop(), 15)
         if isinstance(broker, EmbeddedBroker):
             await broker.stop()
         elif broker is not None:

@@ -172,4 +172,4 @@ async def test_demo_without_mosquitto_uses_the_embedded_broker(monkeypatch: obje
     finally:
         demo.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await demo
+            await asyncio.wait_for(demo, 60)
