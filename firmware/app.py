@@ -114,6 +114,8 @@ class Node:
             await self.client.subscribe(self.config["topic"] + "/time", 0)
         await self.client.publish(self.prefix + "/status", b"online", True, 1)
         await self.client.publish(self.prefix + "/info", json.dumps(self.info()), True, 1)
+        # Health at once, not an interval later: whoever installs the node sees its signal right away.
+        await self.client.publish(self.prefix + "/health", json.dumps(self.health()), False, 0)
 
     async def network_loop(self):
         backoff = 1

@@ -50,3 +50,67 @@ async def site_factory(tmp_path: Path) -> AsyncIterator[SiteFactory]:
     yield make
     for site in sites:
         await site.stop()
+
+
+class BoardProcess:
+    """`cityedge hil board` running in its own process: an emulated ESP32 on a serial port."""
+
+    def __init__(self, directory: Path, network: str | None, wifi: tuple[str, str] | None) -> None:
+        import json
+        import os
+        import subprocess
+        import sys
+
+        command = [str(Path(sys.executable).parent / "cityedge"), "hil", "board", "--dir", str(directory), "--json"]
+        env = dict(os.environ)
+        if network:
+            command += ["--network", network]
+        if wifi:
+            env["BOARD_WIFI_PASSWORD"] = wifi[1]
+            command += ["--wifi", wifi[0], "--wifi-password-env", "BOARD_WIFI_PASSWORD"]
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"cityedge hil board did not start (exit {self.proc.wait(10)})")
+        info = json.loads(line)
+        self.port: str = info["port"]
+        self.flash = Path(info["flash"])
+        self.console_log = directory / "console.log"
+
+    def press_reset(self) -> None:
+        import signal
+
+        self.proc.send_signal(signal.SIGHUP)
+
+    def console(self) -> str:
+        return self.console_log.read_bytes().decode(errors="replace") if self.console_log.exists() else ""
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+BoardFactory = Callable[..., BoardProcess]
+
+
+@pytest.fixture
+def board_factory(tmp_path: Path) -> Iterator[BoardFactory]:
+    """Start emulated boards: board_factory(network="127.0.0.1:1883", wifi=("ssid", "key")); all stop after the test."""
+    boards: list[BoardProcess] = []
+
+    def make(network: str | None = None, wifi: tuple[str, str] | None = None, name: str = "board") -> BoardProcess:
+        board = BoardProcess(tmp_path / name, network, wifi)
+        boards.append(board)
+        return board
+
+    yield make
+    for board in boards:
+        board.stop()

@@ -40,6 +40,17 @@ def register(sub: Any) -> None:
     run.add_argument("--json", action="store_true", help="the report as JSON")
     run.set_defaults(handler=run_run)
 
+    board = actions.add_parser("board", help="an emulated ESP32 with MicroPython on a serial port, for the node tools")
+    board.add_argument("--dir", type=Path, required=True, help="the board's state: flash/, console.log, the port link")
+    board.add_argument(
+        "--network", metavar="HOST:PORT", help="where the board's WiFi leads: every TCP connection goes there"
+    )
+    board.add_argument("--wifi", metavar="SSID", help="the only WiFi the board can join (default: any)")
+    board.add_argument("--wifi-password-env", metavar="VAR", help="environment variable with that WiFi's password")
+    board.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    board.add_argument("--json", action="store_true", help="print the port and flash directory as one JSON line")
+    board.set_defaults(handler=run_board)
+
     schema = actions.add_parser("schema", help="JSON Schema of scenario files, for editors")
     schema.set_defaults(handler=run_schema)
 
@@ -85,6 +96,56 @@ def run_run(args: argparse.Namespace) -> int:
     else:
         print(report.text())
     return 0 if report.passed else 1
+
+
+def run_board(args: argparse.Namespace) -> int:
+    return asyncio.run(_board(args))
+
+
+async def _board(args: argparse.Namespace) -> int:
+    from hil.board import EmulatedBoard
+
+    network = None
+    if args.network:
+        host, _, port = args.network.rpartition(":")
+        if not host or not port.isdigit():
+            raise UsageError(f"--network takes HOST:PORT, not {args.network!r}")
+        network = (host, int(port))
+    wifi = None
+    if args.wifi:
+        password = os.environ.get(args.wifi_password_env, "") if args.wifi_password_env else ""
+        wifi = (args.wifi, password)
+    args.dir.mkdir(parents=True, exist_ok=True)
+    board = EmulatedBoard(args.dir, network=network, wifi=wifi)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    pressed: set[asyncio.Task[None]] = set()
+
+    def press_reset() -> None:  # SIGHUP: the EN/RST button
+        task = asyncio.create_task(board.power_cycle())
+        pressed.add(task)
+        task.add_done_callback(pressed.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, press_reset)
+    await board.start()
+    try:
+        info = board.describe()
+        if args.json:
+            print(json.dumps(info), flush=True)
+        else:
+            print(f"emulated ESP32 board on {info['port']} (pid {info['pid']}); Ctrl-C stops it", flush=True)
+            print(f"  flash directory {info['flash']}", flush=True)
+            print(f"  WiFi leads to   {info['network'] or 'nowhere (no --network)'}", flush=True)
+            print(f"  e.g. cityedge node deploy --port {info['port']}", flush=True)
+            print(f"  kill -HUP {info['pid']} presses its reset button", flush=True)
+        if args.duration:
+            loop.call_later(args.duration, stop.set)
+        await stop.wait()
+    finally:
+        await board.stop()
+    return 0
 
 
 def run_schema(args: argparse.Namespace) -> int:

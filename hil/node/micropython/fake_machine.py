@@ -7,7 +7,7 @@ import sys
 import time
 
 PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
-EXIT_RESET, EXIT_DEEPSLEEP = 75, 76  # exit codes the harness reads as "reset" and "deep sleep"
+EXIT_RESET, EXIT_DEEPSLEEP, EXIT_SOFT = 75, 76, 77  # exit codes the harness reads as "reset", "deep sleep", "soft"
 
 
 def _hw():
@@ -25,6 +25,10 @@ def reset_cause():
 def reset():
     sys.stdout.write("machine.reset\n")
     sys.exit(EXIT_RESET)
+
+
+def soft_reset():
+    sys.exit(EXIT_SOFT)
 
 
 def deepsleep(ms=0):

@@ -1,5 +1,7 @@
 # Fake `network` for the unix port: WiFi is "connected" unless the harness cuts it (CITYEDGE_HW "wifi": false).
 # The sockets themselves are real; the harness also breaks the TCP path when it cuts WiFi.
+import os
+
 import fake_machine as machine
 
 STA_IF, AP_IF = 0, 1
@@ -18,13 +20,18 @@ class WLAN:
         return None
 
     def connect(self, ssid=None, key=None):
-        self.ssid = ssid
+        self.ssid, self.key = ssid, key
 
     def disconnect(self):
         pass
 
     def isconnected(self):
-        return self._active and machine._hw().get("wifi", True)
+        return self._active and machine._hw().get("wifi", True) and self._credentials_match()
+
+    def _credentials_match(self):
+        """An emulated board (CITYEDGE_WIFI="ssid\\npassword") joins only with the right network and key."""
+        expected = os.getenv("CITYEDGE_WIFI")
+        return expected is None or expected == "%s\n%s" % (getattr(self, "ssid", None), getattr(self, "key", None))
 
     def status(self, param=None):
         if param == "rssi":

@@ -1,0 +1,323 @@
+"""`cityedge node flash|deploy|provision|monitor|setup`: technician tools for ESP32 sensor nodes.
+
+Exit 0: done (setup: PASS); 1: it did not work, with a plain-language reason (setup: FAIL);
+2: bad arguments or a broken inventory file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway.cli.errors import UsageError
+from gateway.technician import NodeToolError
+
+CHIP_NAMES = ["esp32", "esp32s2", "esp32s3", "esp32c3", "esp32c6"]
+SENSOR_HELP = "TYPE[:key=value,...], e.g. bh1750, pir:pin=27, battery:pin=34,divider=2 (repeat for more)"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("node", help="technician tools: flash, deploy, provision, monitor and set up ESP32 nodes")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    flash = actions.add_parser("flash", help="erase the board and write MicroPython with esptool")
+    _port(flash)
+    _flash_options(flash, required=True)
+    flash.set_defaults(handler=run_flash)
+
+    deploy = actions.add_parser("deploy", help="copy the node app to the board (compiled, verified), then reset")
+    _port(deploy)
+    _deploy_options(deploy)
+    deploy.add_argument("--no-reset", action="store_true", help="leave the app stopped (the board stays in the REPL)")
+    deploy.set_defaults(handler=run_deploy)
+
+    provision = actions.add_parser("provision", help="write the node's config.json (id, WiFi, broker, sensors)")
+    _port(provision)
+    _provision_options(provision)
+    provision.add_argument("--no-reset", action="store_true", help="do not reset the board afterwards")
+    provision.set_defaults(handler=run_provision)
+
+    monitor = actions.add_parser("monitor", help="follow a node: its messages on the broker, or its serial console")
+    monitor.add_argument("--id", help="the node id (for the broker)")
+    monitor.add_argument("--port", help="show this serial port's console instead of the broker")
+    monitor.add_argument("--baud", type=int, default=115200)
+    monitor.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST[:PORT]")
+    monitor.add_argument("--topic", default="nodes", help="the nodes' topic prefix (default nodes)")
+    monitor.add_argument("--username")
+    monitor.add_argument("--password-env", metavar="VAR", help="environment variable holding the broker password")
+    monitor.add_argument("--tls-ca", type=Path, metavar="FILE", help="connect with TLS, trusting this CA")
+    monitor.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
+    monitor.set_defaults(handler=run_monitor)
+
+    setup = actions.add_parser("setup", help="flash (optional), deploy, provision, reset, check the node reports")
+    _port(setup)
+    _flash_options(setup, required=False)
+    _deploy_options(setup)
+    _provision_options(setup)
+    setup.add_argument("--watch-broker", metavar="HOST[:PORT]", help="where this laptop reaches the node's broker")
+    setup.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="wait this long for data")
+    setup.set_defaults(handler=run_setup)
+
+
+def _port(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", required=True, metavar="DEV", help="the node's USB serial port, e.g. /dev/ttyUSB0")
+    p.add_argument("--baud", type=int, default=115200, help="REPL baud rate (default 115200)")
+    p.add_argument("--wait", type=float, default=10.0, metavar="SECONDS", help="how long the board may take to answer")
+
+
+def _flash_options(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--firmware", type=Path, required=required, metavar="IMAGE.bin", help="MicroPython image")
+    p.add_argument("--chip", choices=CHIP_NAMES, help="the board's chip (default: the one the image is built for)")
+    p.add_argument("--flash-baud", type=int, default=460800, help="baud rate while flashing (default 460800)")
+    p.add_argument("--manual-boot", action="store_true", help="board without auto-reset: you hold BOOT yourself")
+    p.add_argument("--connect-attempts", type=int, help=argparse.SUPPRESS)
+
+
+def _deploy_options(p: argparse.ArgumentParser) -> None:
+    from gateway.technician.deploy import FIRMWARE
+
+    p.add_argument("--app", type=Path, default=FIRMWARE, metavar="DIR", help="the node app (default: firmware/)")
+    p.add_argument("--source", action="store_true", help="copy .py sources instead of compiled .mpy files")
+
+
+def _provision_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--id", required=True, help="the node id, e.g. pole-17-a")
+    p.add_argument("--inventory", type=Path, metavar="FILE", help="nodes.yaml listing the nodes and their settings")
+    p.add_argument("--wifi-ssid", metavar="NAME")
+    p.add_argument("--wifi-password-env", metavar="VAR", help="environment variable with the WiFi password")
+    p.add_argument("--open-wifi", action="store_true", help="the WiFi has no password")
+    p.add_argument("--broker", metavar="HOST[:PORT]", help="the broker as the node reaches it")
+    p.add_argument("--broker-user", metavar="USER", help="broker user ('{id}' becomes the node id)")
+    p.add_argument("--broker-password-env", metavar="VAR", help="environment variable with the broker password")
+    p.add_argument("--sensor", action="append", default=[], metavar="SPEC", help=SENSOR_HELP)
+    p.add_argument("--interval", type=int, help="seconds between readings")
+    p.add_argument("--health-interval", type=int, help="seconds between health reports")
+    p.add_argument("--topic", help="topic prefix (default nodes)")
+    p.add_argument("--reassign", action="store_true", help="reuse a board provisioned for another node id")
+
+
+# -- handlers ---------------------------------------------------------------------------------------------
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _fail(exc: NodeToolError) -> int:
+    print(f"cityedge: {exc}", file=sys.stderr)
+    return 1
+
+
+def _image(args: argparse.Namespace) -> Any:
+    from gateway.technician.flash import inspect_image
+
+    return inspect_image(args.firmware, args.chip) if args.firmware else None
+
+
+def run_flash(args: argparse.Namespace) -> int:
+    from gateway.technician.flash import flash
+
+    try:
+        image = _image(args)
+        _say(f"flashing {image.describe()} to {args.port} at 0x{image.chip.offset:x} (the whole flash is erased)")
+        flash(
+            args.port,
+            image,
+            baud=args.flash_baud,
+            manual_boot=args.manual_boot,
+            connect_attempts=args.connect_attempts,
+        )
+    except NodeToolError as exc:
+        return _fail(exc)
+    _say(f"done: MicroPython {image.version} is on the board. Next: cityedge node deploy --port {args.port}")
+    return 0
+
+
+def run_deploy(args: argparse.Namespace) -> int:
+    from gateway.technician.board import Board
+    from gateway.technician.deploy import deploy
+
+    try:
+        with Board(args.port, args.baud, args.wait) as board:
+            report = deploy(board, args.app, compile_modules=not args.source, progress=_say)
+            _say(f"board: {report.board.describe()}")
+            for name in report.removed:
+                _say(f"  removed {name} (replaced by its other form)")
+            if report.extra:
+                _say(f"  left alone: {', '.join(report.extra)}")
+            _say(report.summary())
+            if not args.no_reset:
+                board.reset()
+                _say("board reset: the app starts")
+    except NodeToolError as exc:
+        return _fail(exc)
+    return 0
+
+
+def node_config_from(args: argparse.Namespace) -> dict[str, Any]:
+    from gateway.technician.provision import load_inventory, node_config, node_settings, settings_from_options
+
+    if args.inventory:
+        inventory, source = load_inventory(args.inventory)
+        settings = node_settings(inventory, source, args.id)
+        settings = _merge_options(settings, args)
+    else:
+        settings = settings_from_options(_merge_options({"id": args.id}, args))
+    return node_config(settings)
+
+
+def _merge_options(settings: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Options given on the command line win over the inventory."""
+    from gateway.technician.provision import settings_from_options
+
+    out = {**settings}
+    wifi = dict(out.get("wifi", {}))
+    broker = dict(out.get("broker", {}))
+    if args.wifi_ssid:
+        wifi["ssid"] = args.wifi_ssid
+    if args.wifi_password_env:
+        wifi["password_env"] = args.wifi_password_env
+    if args.open_wifi:
+        wifi["open"] = True
+    if args.broker:
+        host, sep, port = args.broker.rpartition(":")
+        if not sep:
+            host, port = args.broker, ""
+        broker["host"] = host
+        if port:
+            if not port.isdigit():
+                raise UsageError(f"--broker takes HOST or HOST:PORT, not {args.broker!r}")
+            broker["port"] = int(port)
+    if args.broker_user:
+        broker["user"] = args.broker_user
+    if args.broker_password_env:
+        broker["password_env"] = args.broker_password_env
+    if wifi:
+        out["wifi"] = wifi
+    if broker:
+        out["broker"] = broker
+    if args.sensor:
+        out["sensors"] = [_sensor(spec) for spec in args.sensor]
+    for key in ("interval", "health_interval", "topic"):
+        if getattr(args, key) is not None:
+            out[key] = getattr(args, key)
+    return settings_from_options(out) if args.inventory else out
+
+
+def _sensor(spec: str) -> dict[str, Any]:
+    kind, _, rest = spec.partition(":")
+    sensor: dict[str, Any] = {"type": kind.strip()}
+    for pair in filter(None, rest.split(",")):
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UsageError(f"--sensor {spec}: expected key=value after the type, got {pair!r}")
+        try:
+            sensor[key.strip()] = int(value, 0) if value.strip().lstrip("-").isdigit() or "x" in value else float(value)
+        except ValueError:
+            raise UsageError(f"--sensor {spec}: {key} takes a number, not {value!r}") from None
+    return sensor
+
+
+def run_provision(args: argparse.Namespace) -> int:
+    from gateway.technician.board import Board
+    from gateway.technician.provision import provision, summary
+
+    try:
+        config = node_config_from(args)
+        with Board(args.port, args.baud, args.wait) as board:
+            before = provision(board, config, reassign=args.reassign)
+            _say(f"provisioned {config['id']} on {args.port}" + (f" (was {before})" if before else ""))
+            for line in summary(config):
+                _say(line)
+            _say("config.json written and verified")
+            if not args.no_reset:
+                board.reset()
+                _say("board reset: the node starts with its new settings")
+    except NodeToolError as exc:
+        return _fail(exc)
+    return 0
+
+
+def run_monitor(args: argparse.Namespace) -> int:
+    try:
+        if args.port:
+            return _serial_console(args)
+        if not args.id:
+            raise UsageError("monitor needs --id NODE (the broker) or --port DEV (the serial console)")
+        from gateway.technician.watch import BrokerOptions, watch
+
+        broker = BrokerOptions.parse(
+            args.broker, username=args.username, password_env=args.password_env, ca=args.tls_ca
+        )
+        _say(f"watching {args.topic}/{args.id} on {broker}; Ctrl-C stops")
+        seen = asyncio.run(watch(broker, args.topic, args.id, _say, duration=args.duration))
+        if seen.first_seen is None and seen.status is None:
+            _say(f"nothing heard from {args.id} (is the id right? is the node powered and in WiFi range?)")
+            return 1
+    except NodeToolError as exc:
+        return _fail(exc)
+    return 0
+
+
+def _serial_console(args: argparse.Namespace) -> int:
+    import serial
+
+    from gateway.technician.port import check_port, port_error_message
+
+    check_port(args.port)
+    console = serial.Serial()
+    console.port, console.baudrate, console.timeout = args.port, args.baud, 0.2
+    console.dtr = False  # opening must not reset the board (auto-reset boards wire DTR/RTS to EN and BOOT)
+    console.rts = False
+    try:
+        console.open()
+    except serial.SerialException as exc:
+        raise NodeToolError(
+            port_error_message(args.port, exc if isinstance(exc, OSError) else OSError(str(exc)))
+        ) from None
+    _say(f"serial console of {args.port} at {args.baud} baud; Ctrl-C stops")
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            try:
+                data = console.read(4096)
+            except serial.SerialException:
+                raise NodeToolError(f"{args.port} went away (unplugged?).") from None
+            if data:
+                sys.stdout.write(data.decode(errors="replace").replace("\r\n", "\n"))
+                sys.stdout.flush()
+    finally:
+        console.close()
+    return 0
+
+
+def run_setup(args: argparse.Namespace) -> int:
+    from gateway.technician.setup import SetupPlan
+    from gateway.technician.setup import run_setup as setup
+
+    try:
+        plan = SetupPlan(
+            port=args.port,
+            config=node_config_from(args),
+            baud=args.baud,
+            wait=args.wait,
+            image=_image(args),
+            flash_baud=args.flash_baud,
+            manual_boot=args.manual_boot,
+            source=args.app,
+            compile_modules=not args.source,
+            reassign=args.reassign,
+            watch_broker=args.watch_broker,
+            timeout=args.timeout,
+        )
+        verdict = setup(plan, _say)
+    except NodeToolError as exc:
+        print(f"FAIL  {args.id}", flush=True)
+        return _fail(exc)
+    for line in verdict.lines():
+        _say(line)
+    return 0 if verdict.passed else 1

@@ -1,0 +1,221 @@
+"""A MicroPython board on a USB serial port, driven through mpremote's transport (its raw REPL protocol).
+
+`Board` opens the port (after the plain-language port checks), interrupts whatever runs and
+soft-resets into the raw REPL, so the node's app is stopped while files change. Files are
+written next to their final name and renamed only after their SHA-256 has been checked on the
+board, so a pulled cable leaves the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mpremote.transport import TransportError, TransportExecError
+from mpremote.transport_serial import SerialTransport
+
+from gateway.technician import NodeToolError
+from gateway.technician.port import check_port
+
+# sys.implementation._mpy >> 10: the native architecture, the name mpy-cross's -march takes.
+MPY_ARCHS = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp", "xtensa",
+             "xtensawin", "rv32imc", "rv64imc")  # fmt: skip
+NOT_MICROPYTHON = (
+    "The board on {port} does not answer as MicroPython{said}.\n"
+    "If it is new or was used for something else, flash MicroPython first: cityedge node flash --port {port} "
+    "--firmware IMAGE.bin\n"
+    "If it has MicroPython, press its EN/RST button once and try again."
+)
+_INFO = """
+import sys, os
+try:
+    _m = os.uname().machine
+except AttributeError:
+    _m = sys.platform
+try:
+    _s = os.statvfs('/')
+    _free = _s[0] * _s[3]
+except (AttributeError, OSError):
+    _free = None
+print(repr((sys.platform, tuple(sys.implementation.version[:3]), getattr(sys.implementation, '_mpy', 0), _m, _free)))
+"""
+_HASHES = """
+import hashlib, binascii
+def _h(p):
+    try:
+        f = open(p, 'rb')
+    except OSError:
+        return None
+    h = hashlib.sha256()
+    b = bytearray(512)
+    m = memoryview(b)
+    while True:
+        n = f.readinto(b)
+        if not n:
+            break
+        h.update(m[:n])
+    f.close()
+    return binascii.hexlify(h.digest()).decode()
+print(repr(dict((p, _h(p)) for p in %r)))
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BoardInfo:
+    platform: str  # sys.platform: esp32, rp2, linux (the emulated board)
+    version: tuple[int, int, int]  # MicroPython's
+    mpy: int  # sys.implementation._mpy
+    machine: str  # os.uname().machine, e.g. "Generic ESP32 module with ESP32"
+    free_bytes: int | None  # free space on the flash filesystem
+
+    @property
+    def mpy_version(self) -> int:
+        return self.mpy & 0xFF
+
+    @property
+    def arch(self) -> str | None:
+        index = self.mpy >> 10
+        return MPY_ARCHS[index] if index < len(MPY_ARCHS) else None
+
+    def describe(self) -> str:
+        version = ".".join(str(v) for v in self.version)
+        return f"MicroPython {version} on {self.machine} (.mpy v{self.mpy_version}, {self.arch or 'no native code'})"
+
+
+class Board:
+    def __init__(self, port: str, baud: int = 115200, connect_timeout: float = 10.0) -> None:
+        self.port = port
+        self.baud = baud
+        self.connect_timeout = connect_timeout
+        self._transport: SerialTransport | None = None
+
+    def __enter__(self) -> Board:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        check_port(self.port)
+        said = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(said):  # mpremote prints what it got on failure; we explain instead
+                transport = SerialTransport(self.port, baudrate=self.baud)
+        except TransportError:
+            raise NodeToolError(f"Cannot open {self.port}: it went away or another program holds it.") from None
+        try:
+            with contextlib.redirect_stdout(said):
+                transport.enter_raw_repl(soft_reset=True, timeout_overall=self.connect_timeout)
+        except (TransportError, OSError):
+            with contextlib.suppress(Exception):
+                transport.close()
+            heard = said.getvalue().strip()
+            raise NodeToolError(
+                NOT_MICROPYTHON.format(port=self.port, said=f" (it said {heard[:60]})" if heard != "b''" else "")
+            ) from None
+        self._transport = transport
+
+    def close(self) -> None:
+        if self._transport is not None:
+            with contextlib.suppress(Exception):
+                self._transport.exit_raw_repl()
+            with contextlib.suppress(Exception):
+                self._transport.close()
+            self._transport = None
+
+    @property
+    def transport(self) -> SerialTransport:
+        if self._transport is None:
+            raise RuntimeError("the board is not open")
+        return self._transport
+
+    # -- running code ------------------------------------------------------------------------------
+
+    def exec(self, code: str) -> bytes:
+        try:
+            result: bytes = self.transport.exec(code)
+            return result
+        except TransportExecError as exc:
+            last = (exc.error_output.strip().splitlines() or ["?"])[-1]
+            raise NodeToolError(f"The board reported an error: {last}") from None
+        except (TransportError, OSError) as exc:
+            raise NodeToolError(f"Lost the board on {self.port} ({exc}). Check the cable and try again.") from None
+
+    def eval(self, code: str) -> Any:
+        """Run code that prints one repr() and return the value."""
+        return ast.literal_eval(self.exec(code).decode().strip())
+
+    def info(self) -> BoardInfo:
+        platform, version, mpy, machine, free = self.eval(_INFO)
+        return BoardInfo(str(platform), tuple(version), int(mpy), str(machine), free)
+
+    # -- files -------------------------------------------------------------------------------------
+
+    def hashes(self, paths: list[str]) -> dict[str, str | None]:
+        """SHA-256 (hex) of each file on the board, computed there; None when the file is missing."""
+        if not paths:
+            return {}
+        result: dict[str, str | None] = self.eval(_HASHES % (paths,))
+        return result
+
+    def listdir(self, path: str = "") -> list[str]:
+        names: list[str] = self.eval(f"import os\nprint(repr(os.listdir({path!r})))")
+        return names
+
+    def write(self, path: str, data: bytes) -> None:
+        try:
+            self.transport.fs_writefile(path, data, chunk_size=512)
+        except TransportExecError as exc:
+            last = (exc.error_output.strip().splitlines() or ["?"])[-1]
+            if "ENOSPC" in last or "28" in last:
+                raise NodeToolError(f"The board's flash is full while writing {path}.") from None
+            raise NodeToolError(f"Could not write {path} on the board: {last}") from None
+        except (TransportError, OSError) as exc:
+            raise NodeToolError(f"Lost the board on {self.port} while writing {path} ({exc}).") from None
+
+    def read(self, path: str) -> bytes | None:
+        text = self.exec(
+            f"import binascii\ntry:\n f = open({path!r}, 'rb')\nexcept OSError:\n print('None')\nelse:\n"
+            " print(repr(binascii.hexlify(f.read()).decode()))\n f.close()\n"
+        )
+        value = ast.literal_eval(text.decode().strip())
+        return None if value is None else bytes.fromhex(value)
+
+    def rename(self, source: str, target: str) -> None:
+        self.exec(f"import os\nos.rename({source!r}, {target!r})")
+
+    def remove(self, paths: list[str]) -> None:
+        if paths:
+            self.exec(f"import os\nfor p in {paths!r}:\n try:\n  os.remove(p)\n except OSError:\n  pass\n")
+
+    def makedirs(self, directories: list[str]) -> None:
+        for directory in directories:
+            self.exec(f"import os\ntry:\n os.mkdir({directory!r})\nexcept OSError:\n pass\n")
+
+    def read_json(self, path: str) -> Any:
+        data = self.read(path)
+        if data is None:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError:
+            return None
+
+    def reset(self) -> None:
+        """Hard reset (machine.reset): the board boots from its flash; the port is released."""
+        with contextlib.suppress(Exception):
+            self.transport.exec_raw_no_follow("import machine\nmachine.reset()")
+        with contextlib.suppress(Exception):
+            self.transport.serial.flush()
+        self._transport_close_quietly()
+
+    def _transport_close_quietly(self) -> None:
+        if self._transport is not None:
+            with contextlib.suppress(Exception):
+                self._transport.close()
+            self._transport = None

