@@ -12,6 +12,14 @@ deep sleep), with the matching reset cause.
 Only the radio and the sensors are fake: the board joins the WiFi named by `wifi` (any network
 when None) and every TCP connection the node opens goes to `network` (the site's broker on
 loopback), whatever host it was provisioned with; without `network`, nothing resolves.
+
+The board also has the ESP32's serial bootloader (`hil/esprom.py`) and 4 MB of SPI flash
+(`<state>/spi_flash.bin`). A pseudo-terminal has no DTR/RTS lines to put the chip in download
+mode, so the board enters it when esptool's SYNC arrives, and boots again once esptool has
+finished (half a second after its last verified write, or 3 s after it went quiet). A `blank`
+board has nothing in its SPI flash: it prints the ROM's "invalid header" and has no REPL until
+a MicroPython image is flashed. Erasing the whole flash also erases the filesystem (the flash
+directory).
 """
 
 from __future__ import annotations
@@ -22,11 +30,15 @@ import errno
 import json
 import os
 import re
+import shutil
 import signal
 import tty
 from pathlib import Path
 from typing import Any
 
+from gateway.technician import NodeToolError
+from gateway.technician.flash import CHIPS, inspect_bytes
+from hil.esprom import FLASH_DEFL_END, FLASH_END, FLASH_SIZE, SPI_FLASH_MD5, EspRomProtocol
 from hil.node import FAKES, RESET_CAUSES, micropython_binary
 
 EXIT_HARD, EXIT_DEEPSLEEP, EXIT_SOFT, EXIT_SOFT_RAW, EXIT_WATCHDOG = 75, 76, 77, 78, 85
@@ -42,6 +54,18 @@ ROM_BANNER = (
 )
 ROM_RESETS = {"power_on": "0x1 (POWERON_RESET)", "hard": "0xc (SW_CPU_RESET)", "watchdog": "0x10 (RTCWDT_RTC_RESET)"}
 INTERRUPT_ACK_S = 1.0
+ESPTOOL_SYNC = b"\xc0\x00\x08"  # the start of esptool's first SLIP packet: SYNC
+DONE_IDLE_S, GAVE_UP_IDLE_S = 0.5, 3.0  # download mode ends this long after esptool's last byte
+BLANK_BOOT = "invalid header: 0xffffffff\r\n"
+
+
+def has_micropython(spi: bytes, chip: str) -> bool:
+    """Whether the SPI flash holds a MicroPython build for the chip at the chip's offset."""
+    try:
+        found = inspect_bytes(spi[CHIPS[chip].offset :], Path("spi_flash.bin"), chip)
+    except NodeToolError:
+        return False
+    return found.chip.name == chip
 
 
 class EmulatedBoard:
@@ -54,6 +78,8 @@ class EmulatedBoard:
         hardware: dict[str, Any] | None = None,
         heap: str = "128K",
         port_link: Path | None = None,
+        chip: str = "esp32",
+        blank: bool = False,
     ) -> None:
         self.state = state
         self.flash = state / "flash"
@@ -62,6 +88,13 @@ class EmulatedBoard:
         self.wifi = wifi
         self.hardware = dict(DEFAULT_BOARD_HARDWARE if hardware is None else hardware)
         self.heap = heap
+        self.chip = chip
+        self.blank = blank
+        self.spi = bytearray()  # the SPI flash, loaded in start()
+        self.micropython = True
+        self.rom: EspRomProtocol | None = None  # set while in download mode
+        self._rom_input_at = 0.0
+        self._wake = asyncio.Event()
         self.boots: list[str] = []  # the reset cause of every boot, oldest first
         self.console = bytearray()  # everything the board printed (the last 256 KB)
         self.proc: asyncio.subprocess.Process | None = None
@@ -79,6 +112,14 @@ class EmulatedBoard:
     async def start(self) -> None:
         self.flash.mkdir(parents=True, exist_ok=True)
         self.set_hardware()
+        spi_file = self.state / "spi_flash.bin"
+        if self.blank and not spi_file.exists():
+            spi_file.write_bytes(b"\xff" * FLASH_SIZE)
+        if spi_file.exists():  # a board flashed here (or blank); otherwise it came with MicroPython
+            self.spi = bytearray(spi_file.read_bytes())
+            self.micropython = has_micropython(bytes(self.spi), self.chip)
+        else:
+            self.spi = bytearray(b"\xff" * FLASH_SIZE)
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)  # a USB serial port: bytes pass unchanged, no echo, no signals
         os.set_blocking(self._master, False)
@@ -111,7 +152,9 @@ class EmulatedBoard:
     async def power_cycle(self) -> None:
         """Unplug and plug in again: the program dies wherever it was and the board boots from flash."""
         self._next = "power_on"
+        self.rom = None
         await self._kill()
+        self._wake.set()
 
     def set_hardware(self, **changes: Any) -> None:
         self.hardware.update(changes)
@@ -121,6 +164,8 @@ class EmulatedBoard:
         return {
             "port": str(self.port),
             "flash": str(self.flash),
+            "chip": self.chip,
+            "micropython": self.micropython,
             "network": f"{self.network[0]}:{self.network[1]}" if self.network else None,
             "pid": os.getpid(),
         }
@@ -130,10 +175,18 @@ class EmulatedBoard:
     async def _supervise(self) -> None:
         binary = micropython_binary()
         while self._running:
+            self._wake.clear()
+            if self.rom is not None:  # in download mode: the bootloader answers esptool
+                await self._wake.wait()
+                continue
             mode = self._next
             self.boots.append(mode)
             if mode in ROM_RESETS:
                 self._emit(ROM_BANNER.format(rst=ROM_RESETS[mode]).encode())
+            if not self.micropython:  # nothing to boot: the ROM complains and waits for a flash or a reset
+                self._emit(BLANK_BOOT.encode())
+                await self._wake.wait()
+                continue
             env = {
                 **os.environ,
                 "CITYEDGE_HW": str(self.state / "hw.json"),
@@ -205,6 +258,15 @@ class EmulatedBoard:
         """Host to board, in order; a Ctrl-C interrupts the program and nothing after it is sent before that."""
         while True:
             data = await self._incoming.get()
+            if self.rom is None and ESPTOOL_SYNC in data:
+                await self._enter_download_mode()
+                data = data[data.index(ESPTOOL_SYNC) :]
+            if self.rom is not None:
+                self._rom_input_at = asyncio.get_running_loop().time()
+                self._send_raw(self.rom.feed(data))
+                continue
+            if not self.micropython:
+                continue  # a blank chip reads nothing
             while data:
                 before, ctrl_c, data = data.partition(b"\x03")
                 if before:
@@ -231,6 +293,50 @@ class EmulatedBoard:
             proc.send_signal(signal.SIGINT)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._interrupted.wait(), INTERRUPT_ACK_S)
+
+    # -- download mode ---------------------------------------------------------------------------------
+
+    async def _enter_download_mode(self) -> None:
+        self.rom = EspRomProtocol(self.chip, self.spi)
+        self._rom_input_at = asyncio.get_running_loop().time()
+        await self._kill()
+        self._wake.set()
+        task = asyncio.create_task(self._leave_download_mode_when_done(self.rom))
+        self._tasks.append(task)
+
+    async def _leave_download_mode_when_done(self, rom: EspRomProtocol) -> None:
+        loop = asyncio.get_running_loop()
+        while self.rom is rom:
+            await asyncio.sleep(0.1)
+            idle = loop.time() - self._rom_input_at
+            finished = bool(rom.commands) and rom.commands[-1] in (SPI_FLASH_MD5, FLASH_END, FLASH_DEFL_END)
+            if idle >= GAVE_UP_IDLE_S or (finished and idle >= DONE_IDLE_S):
+                break
+        if self.rom is not rom:
+            return
+        (self.state / "spi_flash.bin").write_bytes(self.spi)
+        if rom.erased:  # the filesystem partition went with the rest
+            for item in self.flash.iterdir():
+                if item.is_dir() and not item.is_symlink():
+                    shutil.rmtree(item)
+                else:
+                    item.unlink()
+        self.micropython = has_micropython(bytes(self.spi), self.chip)
+        self.rom = None
+        self._next = "power_on"  # esptool's hard reset: EN
+        self._wake.set()
+
+    def _send_raw(self, data: bytes) -> None:
+        view = memoryview(data)
+        for _ in range(10000):  # esptool reads its answers; a port nobody reads drops them, as a UART would
+            if not view:
+                return
+            try:
+                view = view[os.write(self._master, view) :]
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
 
     def _cooked(self, data: bytes) -> bytes:
         """Line ends as MicroPython's console sends them: every \\n as \\r\\n (the unix port writes bare \\n)."""

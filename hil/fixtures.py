@@ -55,7 +55,14 @@ async def site_factory(tmp_path: Path) -> AsyncIterator[SiteFactory]:
 class BoardProcess:
     """`cityedge hil board` running in its own process: an emulated ESP32 on a serial port."""
 
-    def __init__(self, directory: Path, network: str | None, wifi: tuple[str, str] | None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        network: str | None,
+        wifi: tuple[str, str] | None,
+        chip: str = "esp32",
+        blank: bool = False,
+    ) -> None:
         import json
         import os
         import subprocess
@@ -63,6 +70,7 @@ class BoardProcess:
 
         command = [str(Path(sys.executable).parent / "cityedge"), "hil", "board", "--dir", str(directory), "--json"]
         env = dict(os.environ)
+        command += ["--chip", chip] + (["--blank"] if blank else [])
         if network:
             command += ["--network", network]
         if wifi:
@@ -106,8 +114,14 @@ def board_factory(tmp_path: Path) -> Iterator[BoardFactory]:
     """Start emulated boards: board_factory(network="127.0.0.1:1883", wifi=("ssid", "key")); all stop after the test."""
     boards: list[BoardProcess] = []
 
-    def make(network: str | None = None, wifi: tuple[str, str] | None = None, name: str = "board") -> BoardProcess:
-        board = BoardProcess(tmp_path / name, network, wifi)
+    def make(
+        network: str | None = None,
+        wifi: tuple[str, str] | None = None,
+        name: str = "board",
+        chip: str = "esp32",
+        blank: bool = False,
+    ) -> BoardProcess:
+        board = BoardProcess(tmp_path / name, network, wifi, chip, blank)
         boards.append(board)
         return board
 

@@ -221,6 +221,28 @@ def test_an_image_that_is_not_micropython_never_reaches_the_board(tmp_path: Path
     assert rom.commands == []  # nothing was erased: esptool never ran
 
 
+@pytest.mark.parametrize("chip", sorted(CHIPS))
+def test_flash_erases_writes_at_the_chips_offset_and_esptool_verifies_it(tmp_path: Path, chip: str) -> None:
+    """The real esptool, stub and all, against an emulated bootloader that keeps what is written."""
+    rom = EspRom(tmp_path / "ttyUSB1", chip=chip)
+    rom.protocol.flash[0x300000:0x300010] = b"old filesystem!!"
+    rom.start()
+    image = image_for(tmp_path, chip)
+    try:
+        result = cityedge("node", "flash", "--port", str(rom.link), "--firmware", str(image))
+    finally:
+        rom.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+    offset = CHIPS[chip].offset
+    assert f"to {rom.link} at 0x{offset:x} (the whole flash is erased)" in result.stdout
+    assert "Hash of data verified." in result.stdout  # esptool's own MD5 check of what the board holds
+    assert "done: MicroPython v1.24.1 is on the board." in result.stdout
+    data = image.read_bytes()
+    assert rom.protocol.flash[offset : offset + len(data)] == data
+    assert rom.protocol.erased and rom.protocol.flash[0x300000:0x300010] == b"\xff" * 16
+    assert bytes(rom.protocol.flash[:offset]) == b"\xff" * offset
+
+
 def test_chip_option_against_the_image(tmp_path: Path, silent_port: str) -> None:
     result = cityedge("node", "flash", "--port", silent_port, "--firmware", str(image_for(tmp_path, "esp32c6")),
                       "--chip", "esp32s3")  # fmt: skip

@@ -89,8 +89,9 @@ def test_setup_passes_and_a_second_run_skips_unchanged_files(
     assert "sensors   lux, motion, motion_count, vbat" in verdict
     assert "RSSI      -58 dBm (good)" in verdict
     assert "reading   lux 333.3" in verdict
-    for secret in SECRETS.values():  # never shown
+    for secret in SECRETS.values():  # never shown, and never sent back by the board (its whole serial output)
         assert secret not in first.stdout + first.stderr
+        assert secret.encode().hex() not in board.console() and secret not in board.console()
 
     # The board holds the compiled app and the provisioned config, and booted from it (a hard reset).
     config = json.loads((board.flash / "config.json").read_text())
@@ -105,6 +106,31 @@ def test_setup_passes_and_a_second_run_skips_unchanged_files(
     assert "7 files verified (SHA-256): 0 written, 7 unchanged" in second.stdout
     assert "PASS  pole-17-a" in second.stdout
     assert flash_hashes(board)["app.mpy"] == app_before
+
+
+def test_a_blank_board_is_flashed_and_passes(
+    tmp_path: Path, board_factory: BoardFactory, broker: MosquittoBroker
+) -> None:
+    """From a new ESP32 to a reporting node: esptool writes MicroPython into the emulated board's SPI flash,
+    the board boots it, and deploy, provision and the check follow."""
+    from tests.firmware_images import combined_image
+
+    board = board_factory(network=broker.address, blank=True)
+    before = cityedge("node", "deploy", "--port", board.port, "--wait", "2")
+    assert before.returncode == 1 and "does not answer as MicroPython" in before.stderr
+    assert "invalid header: 0xffffffff" in board.console()
+
+    image = tmp_path / "ESP32_GENERIC-v1.24.1.bin"
+    image.write_bytes(combined_image(0, 0x1000))
+    nodes = inventory(tmp_path, broker.address)
+    result = cityedge("node", "setup", "--port", board.port, "--id", "pole-17-a", "--inventory", str(nodes),
+                      "--firmware", str(image), "--timeout", "60", env=SECRETS)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 flash      micropython v1.24.1 for ESP32" in result.stdout
+    assert "Hash of data verified." in result.stdout
+    assert "7 written, 0 unchanged" in result.stdout and "PASS  pole-17-a" in result.stdout
+    spi = (board.flash.parent / "spi_flash.bin").read_bytes()
+    assert spi[0x1000 : 0x1000 + len(image.read_bytes())] == image.read_bytes()
 
 
 def test_setup_fails_plainly_with_the_wrong_wifi_password(

@@ -47,6 +47,8 @@ def register(sub: Any) -> None:
     )
     board.add_argument("--wifi", metavar="SSID", help="the only WiFi the board can join (default: any)")
     board.add_argument("--wifi-password-env", metavar="VAR", help="environment variable with that WiFi's password")
+    board.add_argument("--chip", choices=["esp32", "esp32s2", "esp32s3", "esp32c3", "esp32c6"], default="esp32")
+    board.add_argument("--blank", action="store_true", help="a new board: no MicroPython until it is flashed")
     board.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     board.add_argument("--json", action="store_true", help="print the port and flash directory as one JSON line")
     board.set_defaults(handler=run_board)
@@ -116,7 +118,7 @@ async def _board(args: argparse.Namespace) -> int:
         password = os.environ.get(args.wifi_password_env, "") if args.wifi_password_env else ""
         wifi = (args.wifi, password)
     args.dir.mkdir(parents=True, exist_ok=True)
-    board = EmulatedBoard(args.dir, network=network, wifi=wifi)
+    board = EmulatedBoard(args.dir, network=network, wifi=wifi, chip=args.chip, blank=args.blank)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -135,7 +137,9 @@ async def _board(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(info), flush=True)
         else:
-            print(f"emulated ESP32 board on {info['port']} (pid {info['pid']}); Ctrl-C stops it", flush=True)
+            state = "MicroPython" if info["micropython"] else "blank: flash MicroPython first"
+            print(f"emulated {args.chip} board on {info['port']} ({state}; pid {info['pid']})", flush=True)
+            print("  Ctrl-C stops it", flush=True)
             print(f"  flash directory {info['flash']}", flush=True)
             print(f"  WiFi leads to   {info['network'] or 'nowhere (no --network)'}", flush=True)
             print(f"  e.g. cityedge node deploy --port {info['port']}", flush=True)
@@ -222,7 +226,7 @@ def _print_endpoints(site: Any, socket_path: Path, args: argparse.Namespace) -> 
     if args.json:
         print(json.dumps(info), flush=True)
         return
-    print(f"site {info['scenario']} running (pid {info['pid']}); Ctrl-C stops it")
+    print(f"site {info['scenario']} running (pid {info['pid']}); Ctrl-C stops it", flush=True)
     for link in info["links"]:
         print(f"  link {link['id']:<14} {link['type']:<15} {link['address']}  devices: {', '.join(link['devices'])}")
     print(f"  control socket  {socket_path}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -62,6 +63,34 @@ def _h(p):
     return binascii.hexlify(h.digest()).decode()
 print(repr(dict((p, _h(p)) for p in %r)))
 """
+
+
+_READ_CONFIG = """
+import json, hashlib, binascii
+try:
+    with open(%r) as f:
+        c = json.load(f)
+except (OSError, ValueError):
+    c = None
+if isinstance(c, dict):
+    for s in ('wifi', 'broker'):
+        p = c.get(s)
+        if isinstance(p, dict) and isinstance(p.get('password'), str):
+            p['password'] = 'sha256:' + binascii.hexlify(hashlib.sha256(p['password'].encode()).digest()).decode()
+print(json.dumps(c))
+"""
+
+
+def mask_secrets(config: Any) -> Any:
+    """What Board.read_config returns for this config: passwords as their SHA-256."""
+    if not isinstance(config, dict):
+        return config
+    masked = json.loads(json.dumps(config))
+    for section in ("wifi", "broker"):
+        part = masked.get(section)
+        if isinstance(part, dict) and isinstance(part.get("password"), str):
+            part["password"] = "sha256:" + hashlib.sha256(part["password"].encode()).hexdigest()
+    return masked
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,14 +207,6 @@ class Board:
         except (TransportError, OSError) as exc:
             raise NodeToolError(f"Lost the board on {self.port} while writing {path} ({exc}).") from None
 
-    def read(self, path: str) -> bytes | None:
-        text = self.exec(
-            f"import binascii\ntry:\n f = open({path!r}, 'rb')\nexcept OSError:\n print('None')\nelse:\n"
-            " print(repr(binascii.hexlify(f.read()).decode()))\n f.close()\n"
-        )
-        value = ast.literal_eval(text.decode().strip())
-        return None if value is None else bytes.fromhex(value)
-
     def rename(self, source: str, target: str) -> None:
         self.exec(f"import os\nos.rename({source!r}, {target!r})")
 
@@ -197,12 +218,12 @@ class Board:
         for directory in directories:
             self.exec(f"import os\ntry:\n os.mkdir({directory!r})\nexcept OSError:\n pass\n")
 
-    def read_json(self, path: str) -> Any:
-        data = self.read(path)
-        if data is None:
-            return None
+    def read_config(self, path: str = "config.json") -> Any:
+        """The board's config.json as the board's own JSON parser reads it, with every password replaced by
+        its SHA-256 there, so no secret crosses the cable back. None when missing or unreadable."""
+        text = self.exec(_READ_CONFIG % path).decode().strip()
         try:
-            return json.loads(data)
+            return json.loads(text)
         except ValueError:
             return None
 

@@ -70,6 +70,11 @@ def inspect_image(path: Path, chip: str | None = None) -> FirmwareImage:
         raise NodeToolError(f"There is no firmware file {path}.") from None
     except OSError as exc:
         raise NodeToolError(f"Cannot read {path}: {exc.strerror}.") from None
+    return inspect_bytes(data, path, chip)
+
+
+def inspect_bytes(data: bytes, path: Path, chip: str | None = None) -> FirmwareImage:
+    """inspect_image on bytes already read (an image file, or what a board's flash holds at the offset)."""
     not_firmware = (
         f"{path.name} is not an ESP32 firmware image{{why}}.\n"
         f"Download the .bin for your board from {DOWNLOAD} (not the .uf2, .hex, .elf or .zip)."

@@ -23,7 +23,7 @@ from gateway.config.types import Identifier, Strict
 from gateway.config.validate import validate
 from gateway.config.yamlsource import YamlSource, load_yaml
 from gateway.technician import NodeToolError
-from gateway.technician.board import Board
+from gateway.technician.board import Board, mask_secrets
 
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="an environment variable's name")]
 Pin = Annotated[int, Field(ge=0, le=48)]
@@ -234,8 +234,11 @@ def summary(config: dict[str, Any]) -> list[str]:
 
 
 def provision(board: Board, config: dict[str, Any], *, reassign: bool = False) -> str | None:
-    """Write config.json atomically and verify it; returns the id the board had before, if another."""
-    previous = board.read_json("config.json")
+    """Write config.json atomically and verify it; returns the id the board had before, if another.
+
+    The check reads the file back through the board's own JSON parser; passwords come back only as
+    their SHA-256, so secrets go to the board and never back over the cable."""
+    previous = board.read_config()
     before = previous.get("id") if isinstance(previous, dict) else None
     if before and before != config["id"]:
         if not reassign:
@@ -252,6 +255,6 @@ def provision(board: Board, config: dict[str, Any], *, reassign: bool = False) -
         board.remove(["config.json.new"])
         raise NodeToolError("The board's copy of config.json does not match what was sent; nothing was changed.")
     board.rename("config.json.new", "config.json")
-    if board.read_json("config.json") != config:
+    if board.read_config() != mask_secrets(config):
         raise NodeToolError("config.json on the board does not read back as written. Run provision again.")
     return before if before != config["id"] else None
