@@ -468,3 +468,41 @@ def test_the_inventory_on_the_technicians_page_is_valid(tmp_path: Path, monkeypa
     config = node_config(node_settings(inventory, source, "tank-3"))
     assert config["interval"] == 30 and config["broker"]["user"] == "tank-3"
     assert config["sensors"] == [{"type": "jsn-sr04t", "trigger": 5, "echo": 18, "mount_height": 3.2}]
+
+
+# -- the verdict ----------------------------------------------------------------------------------------------
+
+
+def test_the_verdict_names_every_problem() -> None:
+    from gateway.technician.setup import judge
+    from gateway.technician.watch import BrokerOptions, NodeSeen
+
+    config = {"id": "n1", "wifi": {"ssid": "s"}, "sensors": [{"type": "bh1750"}, {"type": "jsn-sr04t"}]}
+    broker = BrokerOptions("10.0.0.1", 1883)
+    seen = NodeSeen()
+    assert seen.take("status", b"online", False) == "status   online"
+    seen.take("info", b'{"sensors": ["lux"], "safe_mode": true, "problems": ["jsn-sr04t: KeyError"]}', False)
+    seen.take("telemetry", b'{"seq": 3, "values": {}, "errors": {"lux": "[Errno 110] ETIMEDOUT"}}', False)
+    verdict = judge(config, seen, 12.0, broker)
+    assert not verdict.passed
+    assert verdict.lines()[0] == (
+        "FAIL  n1: the node started in SAFE MODE (it reset three times in a row): see its console."
+    )
+    assert "  set-up problem: jsn-sr04t: KeyError" in verdict.lines()
+    assert "  sensor bh1750 (lux) timed out: check its wiring" in verdict.lines()
+    assert "  sensor level was provisioned but the node does not report it" in verdict.lines()
+    assert "  RSSI      not reported" in verdict.lines()
+    assert not seen.complete(health_grace=60.0)  # a reading and info, but no health yet
+    assert seen.complete(health_grace=0.0)
+
+
+def test_a_retained_leftover_is_not_a_sign_of_life() -> None:
+    from gateway.technician.setup import judge
+    from gateway.technician.watch import BrokerOptions, NodeSeen
+
+    seen = NodeSeen()
+    seen.take("status", b"online", True)  # from the node this board replaced, hours ago
+    seen.take("info", b'{"sensors": ["lux"]}', True)
+    verdict = judge({"id": "n1", "wifi": {"ssid": "cab"}}, seen, 120.0, BrokerOptions("b", 1883))
+    assert not verdict.passed and verdict.lines()[0] == "FAIL  n1: nothing from the node on b:1883 within 120 s."
+    assert not seen.fresh_info and not seen.complete(health_grace=0.0)

@@ -139,7 +139,7 @@ def run_setup(plan: SetupPlan, say: Callable[[str], None]) -> Verdict:
                 config.get("topic", "nodes"),
                 config["id"],
                 lambda line: say(f"             {line}"),
-                done=lambda s: s.telemetry is not None and s.health is not None and s.fresh_info,
+                done=lambda s: s.complete(),
                 duration=plan.timeout,
                 ready=reset,
             )

@@ -89,7 +89,14 @@ class NodeSeen:
     fresh_info: bool = False
     readings: int = 0
     first_seen: float | None = None
+    telemetry_at: float | None = None
     notes: list[str] = field(default_factory=list)
+
+    def complete(self, health_grace: float = 10.0) -> bool:
+        """A fresh reading and info, and health (or no health for a while: older firmware sends it later)."""
+        if self.telemetry is None or not self.fresh_info or self.telemetry_at is None:
+            return False
+        return self.health is not None or time.monotonic() - self.telemetry_at > health_grace
 
     def take(self, leaf: str, payload: bytes, retained: bool) -> str | None:
         """Record one message; the line to show for it (None for topics we do not show)."""
@@ -121,6 +128,7 @@ class NodeSeen:
             self.readings += 1
             if self.telemetry is None:
                 self.telemetry = data
+                self.telemetry_at = time.monotonic()
             errors = data.get("errors") or {}
             failed = f"  sensor errors: {errors}" if errors else ""
             return f"reading  #{data.get('seq')} {reading_words(data.get('values') or {})}{failed}"
@@ -161,10 +169,10 @@ async def watch(
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
-                try:
-                    message = await asyncio.wait_for(anext(aiter(client.messages)), timeout=left)
+                try:  # wake at least every second: `done` may depend on time, not only on messages
+                    message = await asyncio.wait_for(anext(aiter(client.messages)), timeout=min(left or 1.0, 1.0))
                 except TimeoutError:
-                    break
+                    continue
                 leaf = str(message.topic)[len(prefix) :]
                 payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
                 line = seen.take(leaf, payload, bool(message.retain))
