@@ -48,13 +48,14 @@ class Watcher:
         self.client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._stopping = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())
         await asyncio.wait_for(self._ready.wait(), 10)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 protocol = aiomqtt.ProtocolVersion.V5 if self.v5 else aiomqtt.ProtocolVersion.V311
                 async with aiomqtt.Client(
@@ -78,10 +79,13 @@ class Watcher:
                 await asyncio.sleep(0.2)
 
     async def stop(self) -> None:
+        # aiomqtt can turn a cancellation during connect into an MqttError, which the loop would retry:
+        # the flag ends the loop whatever the cancellation became, and the wait is bounded.
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, 10)
 
     def on(self, topic: str) -> list[Seen]:
         return [s for s in self.seen if s.topic == topic]
