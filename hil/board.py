@@ -95,12 +95,13 @@ class EmulatedBoard:
         self.rom: EspRomProtocol | None = None  # set while in download mode
         self._rom_input_at = 0.0
         self._wake = asyncio.Event()
-        self.boots: list[str] = []  # the reset cause of every boot, oldest first
         self.console = bytearray()  # everything the board printed (the last 256 KB)
         self.proc: asyncio.subprocess.Process | None = None
         self._master = self._slave = -1
         self._incoming: asyncio.Queue[bytes] = asyncio.Queue()
         self._interrupted = asyncio.Event()
+        self._up = asyncio.Event()  # the running process handles SIGINT itself
+        self._exit_code: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
         self._next = "power_on"
@@ -180,7 +181,6 @@ class EmulatedBoard:
                 await self._wake.wait()
                 continue
             mode = self._next
-            self.boots.append(mode)
             if mode in ROM_RESETS:
                 self._emit(ROM_BANNER.format(rst=ROM_RESETS[mode]).encode())
             if not self.micropython:  # nothing to boot: the ROM complains and waits for a flash or a reset
@@ -211,12 +211,16 @@ class EmulatedBoard:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )
+            self._up.clear()
+            self._exit_code = None
             status = asyncio.create_task(self._status(self.proc))
             assert self.proc.stdout is not None
             while data := await self.proc.stdout.read(4096):
                 self._emit(self._cooked(data))
             code = await self.proc.wait()
             await status
+            if self._exit_code is not None:  # what the program asked for, whatever the interpreter did after
+                code = self._exit_code
             self._next = {
                 EXIT_SOFT: "soft",
                 EXIT_SOFT_RAW: "soft_raw",
@@ -229,9 +233,14 @@ class EmulatedBoard:
     async def _status(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stderr is not None
         async for line in proc.stderr:
-            if line.strip() == b"INT":
+            word = line.strip()
+            if word == b"INT":
                 self._interrupted.set()
-            else:  # MicroPython itself failed (a crash of the emulator, not of the app): show it on the console
+            elif word == b"UP":
+                self._up.set()
+            elif word.startswith(b"EXIT "):
+                self._exit_code = int(word[5:])
+            elif self._exit_code is None:  # MicroPython itself failed (the emulator, not the app): show it
                 self._emit(line.replace(b"\n", b"\r\n"))
 
     async def _kill(self) -> None:
@@ -287,6 +296,10 @@ class EmulatedBoard:
     async def _interrupt(self) -> None:
         proc = self.proc
         if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(TimeoutError):  # a board still booting takes the Ctrl-C once it can
+            await asyncio.wait_for(self._up.wait(), INTERRUPT_ACK_S)
+        if proc.returncode is not None or self._exit_code is not None:
             return
         self._interrupted.clear()
         with contextlib.suppress(ProcessLookupError):

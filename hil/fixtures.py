@@ -7,7 +7,12 @@ test with the command that fixes it.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -63,11 +68,6 @@ class BoardProcess:
         chip: str = "esp32",
         blank: bool = False,
     ) -> None:
-        import json
-        import os
-        import subprocess
-        import sys
-
         command = [str(Path(sys.executable).parent / "cityedge"), "hil", "board", "--dir", str(directory), "--json"]
         env = dict(os.environ)
         command += ["--chip", chip] + (["--blank"] if blank else [])
@@ -87,16 +87,12 @@ class BoardProcess:
         self.console_log = directory / "console.log"
 
     def press_reset(self) -> None:
-        import signal
-
         self.proc.send_signal(signal.SIGHUP)
 
     def console(self) -> str:
         return self.console_log.read_bytes().decode(errors="replace") if self.console_log.exists() else ""
 
     def stop(self) -> None:
-        import subprocess
-
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

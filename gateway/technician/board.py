@@ -25,6 +25,7 @@ from gateway.technician.port import check_port
 # sys.implementation._mpy >> 10: the native architecture, the name mpy-cross's -march takes.
 MPY_ARCHS = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp", "xtensa",
              "xtensawin", "rv32imc", "rv64imc")  # fmt: skip
+NODE_STATE = ("readings.bin", "state.json", "boots")  # what the firmware keeps between boots, tied to its id
 NOT_MICROPYTHON = (
     "The board on {port} does not answer as MicroPython{said}.\n"
     "If it is new or was used for something else, flash MicroPython first: cityedge node flash --port {port} "

@@ -20,15 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.technician import NodeToolError
-from gateway.technician.board import Board, BoardInfo
+from gateway.technician.board import NODE_STATE, Board, BoardInfo
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 SOURCE_ONLY = {"boot.py", "main.py"}
 NATIVE = re.compile(rb"@micropython\.(native|viper|asm_\w+)\b")
 SHIPPED_SUFFIXES = {".py", ".json", ".txt", ".pem", ".der", ".bin"}
-# Without a board to ask (e.g. building ahead), the CPU of each chip.
-CHIP_ARCH = {"esp32": "xtensawin", "esp32s2": "xtensawin", "esp32s3": "xtensawin", "esp32c3": "rv32imc",
-             "esp32c6": "rv32imc"}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +93,8 @@ def app_files(source: Path) -> list[Path]:
     return files
 
 
-def build(
-    source: Path, board: BoardInfo | None, *, compile_modules: bool = True, chip: str | None = None
-) -> list[Built]:
-    """The files to put on the board, compiled for it."""
+def build(source: Path, board: BoardInfo | None, *, compile_modules: bool = True) -> list[Built]:
+    """The files to put on the board, compiled for it (None: for no board in particular, without native code)."""
     files = app_files(source)
     out: list[Built] = []
     binary = mpy_cross_binary() if compile_modules else ""
@@ -120,7 +115,7 @@ def build(
             if not compile_modules or path.suffix != ".py" or path.name in SOURCE_ONLY:
                 out.append(Built(relative, data, native))
                 continue
-            arch = _arch_for(board, chip) if native else None
+            arch = board.arch if native and board is not None else None
             if native and arch is None:
                 raise NodeToolError(
                     f"{relative} uses native code, but this MicroPython build has no native code emitter.\n"
@@ -140,12 +135,6 @@ def build(
                 raise NodeToolError(f"{relative} does not compile: {detail[-1] if detail else 'mpy-cross failed'}")
             out.append(Built(target, output.read_bytes(), native))
     return out
-
-
-def _arch_for(board: BoardInfo | None, chip: str | None) -> str | None:
-    if board is not None:
-        return board.arch
-    return CHIP_ARCH.get(chip or "esp32")
 
 
 def counterpart(target: str) -> str | None:
@@ -196,6 +185,6 @@ def deploy(
     wrong = [b.target for b in built if final.get(b.target) != b.sha256]
     if wrong:
         raise NodeToolError(f"After deploying, {', '.join(wrong)} on the board does not match (SHA-256).")
-    ours = set(targets) | set(report.removed) | {"config.json", "readings.bin", "state.json", "boots"}
+    ours = set(targets) | set(report.removed) | {"config.json", *NODE_STATE}
     report.extra = sorted(n for n in board.listdir() if n not in ours and "/" not in n and "." in n)
     return report

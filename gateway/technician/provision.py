@@ -23,11 +23,10 @@ from gateway.config.types import Identifier, Strict
 from gateway.config.validate import validate
 from gateway.config.yamlsource import YamlSource, load_yaml
 from gateway.technician import NodeToolError
-from gateway.technician.board import Board, mask_secrets
+from gateway.technician.board import NODE_STATE, Board, mask_secrets
 
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="an environment variable's name")]
 Pin = Annotated[int, Field(ge=0, le=48)]
-NODE_STATE = ["readings.bin", "state.json", "boots"]  # what a node keeps between boots, tied to its id
 
 
 class Wifi(Strict):
@@ -247,7 +246,7 @@ def provision(board: Board, config: dict[str, Any], *, reassign: bool = False) -
                 f"To reuse it as {config['id']}, run again with --reassign: readings it still holds for {before} "
                 "are then discarded."
             )
-        board.remove(NODE_STATE)
+        board.remove(list(NODE_STATE))
     data = json.dumps(config, separators=(",", ":"), sort_keys=True).encode()
     board.write("config.json.new", data)
     staged = board.hashes(["config.json.new"])["config.json.new"]

@@ -87,10 +87,8 @@ class NodeSeen:
     health: dict[str, Any] | None = None
     telemetry: dict[str, Any] | None = None
     fresh_info: bool = False
-    readings: int = 0
     first_seen: float | None = None
     telemetry_at: float | None = None
-    notes: list[str] = field(default_factory=list)
 
     def complete(self, health_grace: float = 10.0) -> bool:
         """A fresh reading and info, and health (or no health for a while: older firmware sends it later)."""
@@ -125,7 +123,6 @@ class NodeSeen:
                 f"up {data.get('uptime_s')} s · reset {data.get('reset_cause')} · buffered {data.get('buffered')}"
             )
         if leaf == "telemetry" and isinstance(data, dict):
-            self.readings += 1
             if self.telemetry is None:
                 self.telemetry = data
                 self.telemetry_at = time.monotonic()

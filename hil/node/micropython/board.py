@@ -15,6 +15,9 @@ sys.path.insert(0, "")  # the flash filesystem: /, where mpremote puts files, as
 sys.path.append("lib")
 sys.path.append(FAKES)
 
+_err = sys.stderr
+_err.write("UP\n")  # MicroPython's own Ctrl-C handling is in place from here on: the host may send SIGINT
+
 import fake_machine  # noqa: E402
 import fake_network  # noqa: E402
 import fake_socket  # noqa: E402
@@ -32,7 +35,6 @@ WINDOW = 256  # raw-paste flow-control window, as on the chip (MICROPY_REPL_STDI
 
 _in = sys.stdin.buffer
 _out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else sys.stdout
-_err = sys.stderr
 
 
 class Interrupted(Exception):
@@ -163,7 +165,7 @@ def raw_repl(main):
             out(b"OK")
             if not line:
                 out(b"\r\n")
-                sys.exit(EXIT_SOFT_RAW)
+                fake_machine._exit(EXIT_SOFT_RAW)
             main.run(bytes(line).decode(), eof=True)
             line = bytearray()
             out(b">")
@@ -192,7 +194,7 @@ def friendly_repl(main):
             if c == 4:
                 if not line:
                     out(b"\r\n")
-                    sys.exit(EXIT_SOFT)
+                    fake_machine._exit(EXIT_SOFT)
                 continue
             if c in (13, 10):
                 out(b"\r\n")

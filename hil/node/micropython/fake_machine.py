@@ -18,22 +18,29 @@ def _hw():
         return {}
 
 
+def _exit(code):
+    """The chip resets: tell the harness why on stderr first (the exit status alone can be lost to a late
+    Ctrl-C in the interpreter that hosts MicroPython), then leave."""
+    sys.stderr.write("EXIT %d\n" % code)
+    sys.exit(code)
+
+
 def reset_cause():
     return int(os.getenv("CITYEDGE_RESET_CAUSE") or PWRON_RESET)
 
 
 def reset():
     sys.stdout.write("machine.reset\n")
-    sys.exit(EXIT_RESET)
+    _exit(EXIT_RESET)
 
 
 def soft_reset():
-    sys.exit(EXIT_SOFT)
+    _exit(EXIT_SOFT)
 
 
 def deepsleep(ms=0):
     sys.stdout.write("machine.deepsleep %d\n" % ms)
-    sys.exit(EXIT_DEEPSLEEP)
+    _exit(EXIT_DEEPSLEEP)
 
 
 def time_pulse_us(pin, level, timeout_us=1000000):
@@ -114,7 +121,7 @@ def check_watchdogs():
     for wdt in _WDTS:
         if time.ticks_diff(time.ticks_ms(), wdt.fed) > wdt.timeout:
             sys.stdout.write("watchdog reset\n")
-            sys.exit(EXIT_RESET + 10)
+            _exit(EXIT_RESET + 10)
 
 
 class RTC:
