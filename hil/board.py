@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import os
 import re
 import shutil
 import signal
-import tty
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +38,7 @@ from gateway.technician import NodeToolError
 from gateway.technician.flash import CHIPS, inspect_bytes
 from hil.esprom import FLASH_DEFL_END, FLASH_END, FLASH_SIZE, SPI_FLASH_MD5, EspRomProtocol
 from hil.node import FAKES, RESET_CAUSES, micropython_binary
+from hil.ptyline import raw_port
 
 EXIT_HARD, EXIT_DEEPSLEEP, EXIT_SOFT, EXIT_SOFT_RAW, EXIT_WATCHDOG = 75, 76, 77, 78, 85
 DEFAULT_BOARD_HARDWARE: dict[str, Any] = {
@@ -121,12 +120,8 @@ class EmulatedBoard:
             self.micropython = has_micropython(bytes(self.spi), self.chip)
         else:
             self.spi = bytearray(b"\xff" * FLASH_SIZE)
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)  # a USB serial port: bytes pass unchanged, no echo, no signals
+        self._master, self._slave = raw_port(self.port)
         os.set_blocking(self._master, False)
-        with contextlib.suppress(FileNotFoundError):
-            self.port.unlink()
-        self.port.symlink_to(os.ttyname(self._slave))
         self._log = open(self.state / "console.log", "ab")  # noqa: SIM115 - closed in stop()
         asyncio.get_running_loop().add_reader(self._master, self._on_input)
         self._running = True
@@ -339,16 +334,18 @@ class EmulatedBoard:
         self._next = "power_on"  # esptool's hard reset: EN
         self._wake.set()
 
-    def _send_raw(self, data: bytes) -> None:
+    def _send_raw(self, data: bytes, patience: int = 10000) -> None:
+        """To the port. A full port is retried `patience` times (esptool reads its answers), then the rest is
+        dropped: bytes nobody reads go nowhere, as on a UART."""
         view = memoryview(data)
-        for _ in range(10000):  # esptool reads its answers; a port nobody reads drops them, as a UART would
+        for _ in range(patience + 1):
             if not view:
                 return
             try:
                 view = view[os.write(self._master, view) :]
             except BlockingIOError:
                 continue
-            except OSError:
+            except OSError:  # EIO: the port is gone
                 return
 
     def _cooked(self, data: bytes) -> bytes:
@@ -365,12 +362,4 @@ class EmulatedBoard:
         if self._log is not None:
             self._log.write(data)
             self._log.flush()
-        view = memoryview(data)
-        while view:
-            try:
-                sent = os.write(self._master, view)
-            except OSError as exc:  # nobody reads the port: the bytes go nowhere, as on a UART
-                if exc.errno in (errno.EAGAIN, errno.EIO):
-                    return
-                raise
-            view = view[sent:]
+        self._send_raw(data, patience=0)  # console output nobody reads is lost, not queued

@@ -19,11 +19,12 @@ import os
 import select
 import struct
 import threading
-import tty
 import zlib
 from pathlib import Path
 
 from esptool.targets import CHIP_DEFS
+
+from hil.ptyline import raw_port
 
 SYNC, WRITE_REG, READ_REG, GET_SECURITY_INFO = 0x08, 0x09, 0x0A, 0x14
 FLASH_BEGIN, FLASH_DATA, FLASH_END = 0x02, 0x03, 0x04
@@ -171,11 +172,7 @@ class EspRom:
         return self.protocol.commands
 
     def start(self) -> None:
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        with contextlib.suppress(FileNotFoundError):
-            self.link.unlink()
-        self.link.symlink_to(os.ttyname(self._slave))
+        self._master, self._slave = raw_port(self.link)
         self._thread = threading.Thread(target=self._run, name="esprom", daemon=True)
         self._thread.start()
 

@@ -17,6 +17,20 @@ import os
 import tty
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
+
+
+def raw_port(link: Path | None = None) -> tuple[int, int]:
+    """A pseudo-terminal in raw mode (bytes pass unchanged, no echo, no signals), as (master, slave).
+    With `link`, a symlink there names the slave end, like /dev/ttyUSB0 names a USB serial port.
+    Keep the slave open: the master then stays readable while nobody has the port open."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    if link is not None:
+        with contextlib.suppress(FileNotFoundError):
+            link.unlink()
+        link.symlink_to(os.ttyname(slave))
+    return master, slave
 
 
 def char_time(baudrate: int, parity: str = "N", stopbits: int = 1) -> float:

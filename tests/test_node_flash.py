@@ -7,9 +7,6 @@ a silent line (no bootloader) and hil/esprom.py (a ROM bootloader of another chi
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import tty
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,22 +17,16 @@ from gateway.technician import NodeToolError
 from gateway.technician.flash import CHIPS, esptool_args, explain_esptool_failure, inspect_image
 from gateway.technician.port import check_port
 from hil.esprom import EspRom
+from hil.ptyline import raw_port
+from tests.cli_harness import cityedge
 from tests.firmware_images import app_image, combined_image, write
-
-CITYEDGE = str(Path(sys.executable).parent / "cityedge")
-
-
-def cityedge(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CITYEDGE, *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture
 def silent_port(tmp_path: Path) -> Iterator[str]:
     """A serial port with nothing answering (a board that is not in download mode)."""
-    master, slave = os.openpty()
-    tty.setraw(slave)
     link = tmp_path / "ttyUSB0"
-    link.symlink_to(os.ttyname(slave))
+    master, slave = raw_port(link)
     yield str(link)
     os.close(master)
     os.close(slave)

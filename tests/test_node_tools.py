@@ -12,7 +12,6 @@ import os
 import pty
 import select
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,21 +22,10 @@ from gateway.technician.board import Board, BoardInfo
 from gateway.technician.deploy import FIRMWARE, build, deploy, mpy_cross_binary, mpy_cross_command
 from hil.broker import MosquittoBroker
 from hil.fixtures import BoardFactory, BoardProcess
+from hil.ptyline import raw_port
+from tests.cli_harness import CITYEDGE, cityedge
 
-CITYEDGE = str(Path(sys.executable).parent / "cityedge")
 SECRETS = {"SITE_WIFI_PASSWORD": "wifi-Secret-17", "POLE_BROKER_PASSWORD": "broker-Secret-17"}
-
-
-def cityedge(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CITYEDGE, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, **(env or {})},
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def inventory(tmp_path: Path, broker: str, **node: object) -> Path:
@@ -60,6 +48,12 @@ def inventory(tmp_path: Path, broker: str, **node: object) -> Path:
     return path
 
 
+def setup_node(board: BoardProcess, nodes: Path, *extra: str, timeout: str = "60") -> subprocess.CompletedProcess[str]:
+    """`cityedge node setup` of pole-17-a from the inventory, with the secrets in the environment."""
+    return cityedge("node", "setup", "--port", board.port, "--id", "pole-17-a", "--inventory", str(nodes),
+                    "--timeout", timeout, *extra, env=SECRETS)  # fmt: skip
+
+
 def flash_hashes(board: BoardProcess) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in board.flash.iterdir() if p.is_file()}
 
@@ -78,9 +72,7 @@ def test_setup_passes_and_a_second_run_skips_unchanged_files(
 ) -> None:
     board = board_factory(network=broker.address, wifi=("cabinet-17", SECRETS["SITE_WIFI_PASSWORD"]))
     nodes = inventory(tmp_path, broker.address)
-    args = ("node", "setup", "--port", board.port, "--id", "pole-17-a", "--inventory", str(nodes), "--timeout", "60")
-
-    first = cityedge(*args, env=SECRETS)
+    first = setup_node(board, nodes)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "2 deploy     7 files verified (SHA-256): 7 written, 0 unchanged" in first.stdout
     assert "3 provision  config.json written and verified" in first.stdout
@@ -101,7 +93,7 @@ def test_setup_passes_and_a_second_run_skips_unchanged_files(
     assert "rst:0xc (SW_CPU_RESET)" in board.console()
     app_before = flash_hashes(board)["app.mpy"]
 
-    second = cityedge(*args, env=SECRETS)
+    second = setup_node(board, nodes)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "7 files verified (SHA-256): 0 written, 7 unchanged" in second.stdout
     assert "PASS  pole-17-a" in second.stdout
@@ -123,8 +115,7 @@ def test_a_blank_board_is_flashed_and_passes(
     image = tmp_path / "ESP32_GENERIC-v1.24.1.bin"
     image.write_bytes(combined_image(0, 0x1000))
     nodes = inventory(tmp_path, broker.address)
-    result = cityedge("node", "setup", "--port", board.port, "--id", "pole-17-a", "--inventory", str(nodes),
-                      "--firmware", str(image), "--timeout", "60", env=SECRETS)  # fmt: skip
+    result = setup_node(board, nodes, "--firmware", str(image))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 flash      micropython v1.24.1 for ESP32" in result.stdout
     assert "Hash of data verified." in result.stdout
@@ -138,8 +129,7 @@ def test_setup_fails_plainly_with_the_wrong_wifi_password(
 ) -> None:
     board = board_factory(network=broker.address, wifi=("cabinet-17", "the-real-one"))
     nodes = inventory(tmp_path, broker.address)
-    result = cityedge("node", "setup", "--port", board.port, "--id", "pole-17-a", "--inventory", str(nodes),
-                      "--timeout", "8", env=SECRETS)  # fmt: skip
+    result = setup_node(board, nodes, timeout="8")
     assert result.returncode == 1
     assert f"FAIL  pole-17-a: nothing from the node on {broker.address} within 8 s." in result.stdout
     assert "Check the WiFi name and password (the node joins cabinet-17)" in result.stdout
@@ -150,8 +140,7 @@ def test_setup_fails_when_a_provisioned_sensor_is_missing(
 ) -> None:
     board = board_factory(network=broker.address)
     nodes = inventory(tmp_path, broker.address)
-    result = cityedge("node", "setup", "--port", board.port, "--id", "pole-17-a", "--inventory", str(nodes),
-                      "--sensor", "bme280", "--timeout", "30", env=SECRETS)  # fmt: skip
+    result = setup_node(board, nodes, "--sensor", "bme280", timeout="30")
     assert result.returncode == 1, result.stdout
     assert (
         "FAIL  pole-17-a: sensor bme280 (temp, rh, pressure) does not answer: check its wiring, power and address"
@@ -227,9 +216,8 @@ def test_deploy_errors_are_plain(tmp_path: Path, board_factory: BoardFactory) ->
 
 
 def test_a_port_without_micropython_is_explained(tmp_path: Path) -> None:
-    master, slave = os.openpty()
     link = tmp_path / "ttyACM0"
-    link.symlink_to(os.ttyname(slave))
+    master, slave = raw_port(link)
     try:
         result = cityedge("node", "deploy", "--port", str(link), "--wait", "1")
     finally:
@@ -404,8 +392,7 @@ def test_monitor_shows_a_node_and_the_serial_console(
 ) -> None:
     board = board_factory(network=broker.address)
     nodes = inventory(tmp_path, broker.address)
-    setup = cityedge("node", "setup", "--port", board.port, "--id", "pole-17-a", "--inventory", str(nodes),
-                     "--timeout", "60", env=SECRETS)  # fmt: skip
+    setup = setup_node(board, nodes)
     assert setup.returncode == 0, setup.stdout
     watched = cityedge("node", "monitor", "--id", "pole-17-a", "--broker", broker.address, "--username", "tech",
                        "--password-env", "TECH_PW", "--duration", "8", env={"TECH_PW": "tech-pw"})  # fmt: skip

@@ -109,10 +109,15 @@ async def _board(args: argparse.Namespace) -> int:
 
     network = None
     if args.network:
-        host, _, port = args.network.rpartition(":")
-        if not host or not port.isdigit():
+        from gateway.technician.port import host_port
+
+        try:
+            host, port = host_port(args.network)
+        except ValueError:
+            host, port = "", None
+        if not host or port is None:
             raise UsageError(f"--network takes HOST:PORT, not {args.network!r}")
-        network = (host, int(port))
+        network = (host, port)
     wifi = None
     if args.wifi:
         password = os.environ.get(args.wifi_password_env, "") if args.wifi_password_env else ""

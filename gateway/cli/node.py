@@ -112,6 +112,12 @@ def _fail(exc: NodeToolError) -> int:
     return 1
 
 
+def _reset_unless_asked_not_to(board: Any, args: argparse.Namespace, then: str) -> None:
+    if not args.no_reset:
+        board.reset()
+        _say(f"board reset: {then}")
+
+
 def _image(args: argparse.Namespace) -> Any:
     from gateway.technician.flash import inspect_image
 
@@ -150,9 +156,7 @@ def run_deploy(args: argparse.Namespace) -> int:
             if report.extra:
                 _say(f"  left alone: {', '.join(report.extra)}")
             _say(report.summary())
-            if not args.no_reset:
-                board.reset()
-                _say("board reset: the app starts")
+            _reset_unless_asked_not_to(board, args, "the app starts")
     except NodeToolError as exc:
         return _fail(exc)
     return 0
@@ -184,14 +188,14 @@ def _merge_options(settings: dict[str, Any], args: argparse.Namespace) -> dict[s
     if args.open_wifi:
         wifi["open"] = True
     if args.broker:
-        host, sep, port = args.broker.rpartition(":")
-        if not sep:
-            host, port = args.broker, ""
-        broker["host"] = host
-        if port:
-            if not port.isdigit():
-                raise UsageError(f"--broker takes HOST or HOST:PORT, not {args.broker!r}")
-            broker["port"] = int(port)
+        from gateway.technician.port import host_port
+
+        try:
+            broker["host"], port = host_port(args.broker)
+        except ValueError:
+            raise UsageError(f"--broker takes HOST or HOST:PORT, not {args.broker!r}") from None
+        if port is not None:
+            broker["port"] = port
     if args.broker_user:
         broker["user"] = args.broker_user
     if args.broker_password_env:
@@ -234,9 +238,7 @@ def run_provision(args: argparse.Namespace) -> int:
             for line in summary(config):
                 _say(line)
             _say("config.json written and verified")
-            if not args.no_reset:
-                board.reset()
-                _say("board reset: the node starts with its new settings")
+            _reset_unless_asked_not_to(board, args, "the node starts with its new settings")
     except NodeToolError as exc:
         return _fail(exc)
     return 0

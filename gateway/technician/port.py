@@ -13,6 +13,17 @@ DIALOUT_HINT = (
 )
 
 
+def host_port(address: str, default_port: int | None = None) -> tuple[str, int | None]:
+    """("host", port) from HOST or HOST:PORT ([v6] brackets dropped); ValueError when the port is not a number.
+    Without a port the default is used (None: the caller decides)."""
+    host, sep, port = address.rpartition(":")
+    if not sep:
+        return address.strip("[]"), default_port
+    if not port.isdigit():
+        raise ValueError(address)
+    return host.strip("[]"), int(port)
+
+
 def ports_seen() -> list[str]:
     """The serial ports the machine has now, e.g. ['/dev/ttyUSB0 (CP2102 USB to UART Bridge Controller)']."""
     from serial.tools import list_ports

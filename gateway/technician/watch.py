@@ -14,6 +14,7 @@ from typing import Any
 import aiomqtt
 
 from gateway.technician import NodeToolError
+from gateway.technician.port import host_port
 
 SENSOR_KEYS = {
     "bh1750": ["lux"],
@@ -35,14 +36,11 @@ class BrokerOptions:
 
     @classmethod
     def parse(cls, address: str, **kwargs: Any) -> BrokerOptions:
-        host, sep, port = address.rpartition(":")
-        if not sep:
-            host, port = address, ""
         try:
-            number = int(port) if port else (8883 if kwargs.get("ca") else 1883)
+            host, number = host_port(address, 8883 if kwargs.get("ca") else 1883)
         except ValueError:
             raise NodeToolError(f"--broker takes HOST or HOST:PORT, not {address!r}") from None
-        return cls(host.strip("[]") or "127.0.0.1", number, **kwargs)
+        return cls(host or "127.0.0.1", number or 1883, **kwargs)
 
     def client(self, identifier: str) -> aiomqtt.Client:
         password = self.password
