@@ -15,6 +15,7 @@ from typing import Any
 from gateway.config.loader import LoadedConfig, load_config
 from gateway.core.engine import Engine
 from gateway.core.events import EventBus, Notable
+from gateway.core.supervision import InputFaults, Supervisor
 from gateway.north.extensions.availability import Availability
 from gateway.north.extensions.base import Context, Extension
 from gateway.north.extensions.commands import Commands
@@ -48,10 +49,22 @@ class Gateway:
         self.path = path
         self.loaded = loaded or load_config(path)
         self.bus = EventBus()
-        self.engine = Engine(self.bus)
-        self.queue = Outbox(self.loaded.config.store, on_drop=lambda d: self.bus.publish(Notable("outbox_dropped", d)))
-        self.mqtt = MqttLink(self.loaded.config, self.queue)
-        self.ctx = Context(self.loaded, self.bus, self.engine, self.mqtt, self.reload)
+        self.faults = InputFaults()
+        self.supervisor = Supervisor()
+        self.engine = Engine(self.bus, supervisor=self.supervisor)
+        self.queue = Outbox(
+            self.loaded.config.store,
+            on_drop=lambda d: self.bus.publish(Notable("outbox_dropped", d)),
+            faults=self.faults,
+            supervisor=self.supervisor,
+        )
+        self.mqtt = MqttLink(self.loaded.config, self.queue, faults=self.faults, supervisor=self.supervisor)
+        self.mqtt.on_takeover = lambda broker: self.bus.publish(
+            Notable("client_id_conflict", {"broker": broker, "client_id": self.loaded.config.client_id})
+        )
+        self.ctx = Context(
+            self.loaded, self.bus, self.engine, self.mqtt, self.reload, faults=self.faults, supervisor=self.supervisor
+        )
         self.extensions = [cls(self.ctx) for cls in EXTENSIONS]
         self.stopping = asyncio.Event()
 
@@ -80,6 +93,7 @@ class Gateway:
             await extension.stop()
         await self.mqtt.stop()
         await self.queue.stop()
+        await self.supervisor.stop()
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the configuration file; nothing changes if it is invalid (ConfigError)."""

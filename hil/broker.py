@@ -101,6 +101,7 @@ class MosquittoBroker:
         persistence: bool = False,
         tls: bool = False,
         require_certificate: bool = False,
+        acl: str | None = None,
     ):
         binary = find_mosquitto()
         if binary is None:
@@ -113,6 +114,7 @@ class MosquittoBroker:
         self.persistence = persistence
         self.tls = tls
         self.require_certificate = require_certificate
+        self.acl = acl  # the text of a mosquitto ACL file (with users: each may use only what it grants)
         self.process: subprocess.Popen[bytes] | None = None
         if tls:
             make_test_pki(self.dir)
@@ -150,6 +152,9 @@ class MosquittoBroker:
             passwd.write_text("".join(f"{u}:{p}\n" for u, p in self.users.items()))
             subprocess.run([self._passwd_tool(), "-U", str(passwd)], check=True, capture_output=True, timeout=30)
             lines += ["allow_anonymous false", f"password_file {passwd}"]
+            if self.acl is not None:
+                (self.dir / "acl").write_text(self.acl)
+                lines.append(f"acl_file {self.dir / 'acl'}")
         else:
             lines.append("allow_anonymous true")
         conf = self.dir / "mosquitto.conf"

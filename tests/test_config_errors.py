@@ -130,7 +130,7 @@ CASES = [
         HEADER + LINKS + "devices:\n  - {id: m, profile: eastron-sdm630, link: bus, unit: 1, poll: 0ms}\n",
         "0ms",
         "devices[0].poll",
-        "must be greater than 0",
+        "must be between 10ms and 1d, got 0s",
     ),
     Case(
         "override-min-max",

@@ -181,6 +181,7 @@ def test_missing_secret_is_a_clear_configuration_error(tmp_path: Path) -> None:
 async def test_password_file_and_wrong_password(tmp_path: Path) -> None:
     with MosquittoBroker(users={"gw": "right"}) as broker:
         (tmp_path / "pw").write_text("wrong\n")
+        (tmp_path / "pw").chmod(0o600)  # as a password file should be (a readable one is warned about)
         config = gateway_file(tmp_path, {"port": broker.port, "username": "gw", "password_file": str(tmp_path / "pw")})
         run = Run(config)
         await asyncio.sleep(2)

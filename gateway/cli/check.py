@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway.config.loader import LoadedConfig, load_config
 from gateway.config.model import ModbusRtuLink, ModbusRtuTcpLink, ModbusTcpLink
+from gateway.north.mqtt import security_warnings
 
 
 def register(sub: Any) -> None:
@@ -50,4 +51,5 @@ def summary(loaded: LoadedConfig) -> str:
     lines.append(f"  nodes    {len(cfg.nodes)}")
     for node in cfg.nodes:
         lines.append(f"    {node.id:<16} {node.profile}, offline after {node.stale_after:g}s silent")
+    lines += [f"  warning: {warning}" for warning in security_warnings(cfg.mqtt)]
     return "\n".join(lines)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.config.problems import ConfigError, Problem
+from gateway.config.problems import ConfigError
 
 LEVELS = ("debug", "info", "warning", "error")
 
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             gateway = Gateway(args.config, loaded)
         except SecretError as exc:
-            raise ConfigError([Problem(str(args.config), 1, 1, (), str(exc))]) from None
+            raise ConfigError([loaded.source.problem(exc.path, str(exc))]) from None
         await gateway.run()
 
     asyncio.run(main())

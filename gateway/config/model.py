@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from gateway.config.types import Duration, Identifier, Strict
+from gateway.config.types import DAY, Duration, Identifier, Seconds, Strict, Within
 from gateway.profiles.model import PointFields
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -19,8 +19,12 @@ class GatewayInfo(Strict):
     id: Identifier = Field(description="unique gateway id; part of the default MQTT base topic")
     site: str | None = Field(None, description="where the cabinet stands")
     description: str | None = None
-    health_interval: Duration = Field(30.0, description="how often <base>/health and device health are published")
-    sbo_timeout: Duration = Field(10.0, description="how long a select-before-operate selection stays valid")
+    health_interval: Annotated[Duration, Seconds(1, DAY)] = Field(
+        30.0, description="how often <base>/health and device health are published"
+    )
+    sbo_timeout: Annotated[Duration, Seconds(1, 600)] = Field(
+        10.0, description="how long a select-before-operate selection stays valid"
+    )
 
 
 class TlsSettings(Strict):
@@ -46,7 +50,12 @@ class MqttSettings(Strict):
     password_env: str | None = Field(None, description="environment variable holding the password")
     password_file: Path | None = Field(None, description="file holding the password")
     tls: TlsSettings | None = None
-    keepalive: Duration = 30.0
+    keepalive: Annotated[Duration, Seconds(1, 65535)] = Field(
+        30.0, description="MQTT keep-alive (the protocol allows at most 65535 s)"
+    )
+    reconnect_max: Annotated[Duration, Seconds(0.5, 600)] = Field(
+        2.0, description="longest wait between reconnection attempts, however long the broker has been away"
+    )
     qos: Literal[0, 1] = 1
     retain_state: bool = Field(False, description="publish device state retained")
     failover: list[str] = Field(default_factory=list, description="further brokers as host:port, tried in order")
@@ -84,9 +93,15 @@ class MqttSettings(Strict):
 
 class StoreSettings(Strict):
     path: Path = Field(Path("/var/lib/cityedge/outbox.db"), description="SQLite outbox file")
-    max_mb: float = Field(256, gt=0, description="disk budget of the outbox in MB")
-    max_age: Duration | None = Field(None, description="drop telemetry older than this")
-    replay_rate: float = Field(200.0, gt=0, description="messages per second replayed after an outage")
+    max_mb: Annotated[float, Within(0.1, 1_000_000)] = Field(
+        256, description="disk budget of the outbox in MB: database, write-ahead log and index together"
+    )
+    max_age: Annotated[Duration, Seconds(1, 10 * 365 * DAY)] | None = Field(
+        None, description="drop telemetry older than this"
+    )
+    replay_rate: Annotated[float, Within(1, 1_000_000)] = Field(
+        200.0, description="messages per second replayed after an outage"
+    )
     sync: Literal["full", "normal"] = Field(
         "full", description="full: every commit survives power loss; normal: fewer flash writes, survives crashes"
     )
@@ -97,16 +112,21 @@ class HomeAssistantSettings(Strict):
     prefix: str = "homeassistant"
 
 
+Timeout = Annotated[Duration, Seconds(0.001, 60)]
+ConnectTimeout = Annotated[Duration, Seconds(0.1, 60)]
+Interval = Annotated[Duration, Seconds(0.01, DAY)]
+
+
 class _Link(Strict):
     id: Identifier
-    timeout: Duration = Field(1.0, description="answer timeout per request")
+    timeout: Timeout = Field(1.0, description="answer timeout per request")
 
 
 class ModbusTcpLink(_Link):
     type: Literal["modbus-tcp"]
     host: str
     port: Port = 502
-    connect_timeout: Duration = 3.0
+    connect_timeout: ConnectTimeout = 3.0
 
 
 class ModbusRtuTcpLink(_Link):
@@ -115,14 +135,14 @@ class ModbusRtuTcpLink(_Link):
     type: Literal["modbus-rtu-tcp"]
     host: str
     port: Port = 4001
-    connect_timeout: Duration = 3.0
+    connect_timeout: ConnectTimeout = 3.0
 
 
 class Rs485Settings(Strict):
     rts_level_for_tx: bool = True
     rts_level_for_rx: bool = False
-    delay_before_tx: Duration | None = None
-    delay_before_rx: Duration | None = None
+    delay_before_tx: Annotated[Duration, Seconds(0, 1)] | None = None
+    delay_before_rx: Annotated[Duration, Seconds(0, 1)] | None = None
 
 
 class ModbusRtuLink(_Link):
@@ -132,7 +152,7 @@ class ModbusRtuLink(_Link):
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
-    timeout: Duration = 0.3
+    timeout: Timeout = 0.3
     rs485: Rs485Settings | None = Field(None, description="kernel RS-485 mode (RTS drives the transceiver)")
 
 
@@ -145,15 +165,13 @@ def _not_reserved(value: str) -> str:
     return value
 
 
-def _positive(value: float) -> float:
-    if value <= 0:
-        raise ValueError("must be greater than 0")
-    return value
+Deadband = Annotated[float, Within(0, 1e15)]
+DeadbandPct = Annotated[float, Within(0, 1e6)]
 
 
 class PointReport(Strict):
-    deadband: float = Field(0.0, ge=0, description="publish when a value moves more than this")
-    deadband_pct: float = Field(0.0, ge=0, description="... and more than this percentage of the last value")
+    deadband: Deadband = Field(0.0, description="publish when a value moves more than this")
+    deadband_pct: DeadbandPct = Field(0.0, description="... and more than this percentage of the last value")
 
 
 class ReportSettings(Strict):
@@ -162,9 +180,11 @@ class ReportSettings(Strict):
     mode: Literal["change", "periodic", "change_or_silence"] = Field(
         "change_or_silence", description="change: when a value moves past its deadband; periodic: every cycle"
     )
-    deadband: float = Field(0.0, ge=0)
-    deadband_pct: float = Field(0.0, ge=0)
-    max_silence: Duration = Field(60.0, description="change_or_silence: publish at least this often")
+    deadband: Deadband = 0.0
+    deadband_pct: DeadbandPct = 0.0
+    max_silence: Annotated[Duration, Seconds(0.1, DAY)] = Field(
+        60.0, description="change_or_silence: publish at least this often"
+    )
     points: dict[str, PointReport] = Field(default_factory=dict, description="per-point deadbands")
 
 
@@ -173,31 +193,35 @@ class DeviceConfig(Strict):
     profile: str
     link: str
     unit: int = Field(ge=0, le=255, description="Modbus unit (slave) id")
-    poll: Duration = Field(1.0, description="poll interval")
-    timeout: Duration | None = Field(None, description="answer timeout; defaults to the link's")
+    poll: Interval = Field(1.0, description="poll interval")
+    timeout: Timeout | None = Field(None, description="answer timeout; defaults to the link's")
     enabled: bool = True
-    params: dict[str, int] = Field(default_factory=dict, description="profile parameters, e.g. {line: 1}")
+    params: dict[str, Annotated[int, Within(-(2**31), 2**31)]] = Field(
+        default_factory=dict, description="profile parameters, e.g. {line: 1}"
+    )
     points: list[str] | None = Field(None, description="poll only these points (default: all)")
     overrides: dict[str, PointFields] = Field(default_factory=dict, description="per-point changes to the profile")
-    poll_groups: dict[str, Duration] = Field(
+    poll_groups: dict[str, Interval] = Field(
         default_factory=dict, description="intervals of the profile's point groups"
     )
     report: ReportSettings = Field(default_factory=ReportSettings)
     offline_after: int = Field(3, ge=1, le=100, description="consecutive failed cycles before offline")
-    max_backoff: Duration = Field(60.0, description="longest wait between probes of an offline device")
+    max_backoff: Annotated[Duration, Seconds(0.1, DAY)] = Field(
+        60.0, description="longest wait between probes of an offline device"
+    )
 
     _id = field_validator("id")(_not_reserved)
-    _poll = field_validator("poll")(_positive)
 
 
 class NodeConfig(Strict):
     id: Identifier
     profile: str = "esp32-pole-sensor"
-    stale_after: Duration = Field(120.0, description="mark offline when silent this long")
+    stale_after: Annotated[Duration, Seconds(1, 7 * DAY)] = Field(
+        120.0, description="mark offline when silent this long"
+    )
     enabled: bool = True
 
     _id = field_validator("id")(_not_reserved)
-    _stale = field_validator("stale_after")(_positive)
 
 
 class GatewayConfig(Strict):

@@ -35,10 +35,15 @@ def validate(source: YamlSource, model: type[M]) -> M:
         raise ConfigError(problems_from(source, model, exc.errors())) from None
 
 
+# A value that fits no member of a union (an integer or an expression, say) fails once per member;
+# the member whose type the value has explains it best.
+_TYPE_MISMATCH = ("int_parsing", "int_type", "string_type", "float_type", "float_parsing", "bool_type", "none_required")
+
+
 def problems_from(source: YamlSource, model: type[BaseModel], errors: list[ErrorDetails]) -> list[Problem]:
     problems: list[Problem] = []
     seen: set[tuple[Any, ...]] = set()
-    for error in errors:
+    for error in sorted(errors, key=lambda e: e["type"] in _TYPE_MISMATCH):  # stable: order kept otherwise
         loc = tuple(error["loc"])
         is_key = "[key]" in loc
         path = source.resolve(tuple(p for p in loc if p != "[key]"))
@@ -87,7 +92,8 @@ def _message(error: ErrorDetails, model: type[BaseModel], loc: tuple[Any, ...]) 
 def _shown(value: Any) -> str:
     if isinstance(value, dict | list):
         return "a mapping" if isinstance(value, dict) else "a list"
-    return repr(value)
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> set[str]:

@@ -16,6 +16,8 @@ import yaml
 
 from gateway.config.problems import ConfigError, KeyPath, Problem
 
+MAX_FILE_BYTES = 16 * 1024 * 1024
+
 
 @dataclass(slots=True)
 class YamlSource:
@@ -62,39 +64,119 @@ class YamlSource:
         return tuple(out)
 
 
+MAX_DEPTH = 64  # mappings and lists inside each other; real files need fewer than ten
+MAX_VALUES = 200_000  # values built, aliases expanded: a few hundred devices need a few thousand
+MERGE = "tag:yaml.org,2002:merge"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, with a depth limit where it would otherwise recurse until Python gives up."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+class _Refused(Exception):
+    """Building stops: the document expands beyond the budget, recurses or nests too deeply."""
+
+    def __init__(self, node: yaml.Node, path: KeyPath, message: str, *, expanding: bool = False) -> None:
+        super().__init__(message)
+        self.node, self.path, self.expanding = node, path, expanding
+
+
 class _Builder:
     def __init__(self, file: str, loader: yaml.SafeLoader) -> None:
         self.source = YamlSource(file, None)
         self.loader = loader
         self.problems: list[Problem] = []
+        self.built = 0
+        self.active: list[int] = []  # ids of the nodes being built, outermost first: an alias to one is a cycle
 
     def build(self, node: yaml.Node, path: KeyPath) -> Any:
+        self.built += 1
+        if self.built > MAX_VALUES:
+            raise _Refused(
+                node, path, f"the document expands to more than {MAX_VALUES} values (an alias bomb?)", expanding=True
+            )
+        if id(node) in self.active:
+            raise _Refused(node, path, "recursive alias: this anchor refers to itself")
+        if len(self.active) >= MAX_DEPTH:
+            raise _Refused(node, path, f"nested more than {MAX_DEPTH} levels deep (through aliases)", expanding=True)
         mark = node.start_mark
         self.source.values[path] = (mark.line + 1, mark.column + 1)
-        if isinstance(node, yaml.MappingNode):
-            own = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
-            self.loader.flatten_mapping(node)  # honour `<<: *anchor` merges; merged pairs come first
-            merged = len(node.value) - own
-            out: dict[Any, Any] = {}
-            own_keys: set[Any] = set()
-            for index, (key_node, value_node) in enumerate(node.value):
-                key = self.loader.construct_object(key_node, deep=True)
-                if not isinstance(key, str | int | float | bool) or key is None:
-                    self._add(key_node, path, "mapping keys must be plain scalars")
-                    continue
-                child: KeyPath = (*path, key if isinstance(key, int) else str(key))
-                if key in own_keys:
-                    self._add(key_node, child, f"duplicate key '{key}'")
-                    continue
-                if index >= merged:  # keys merged from anchors may be overridden, this mapping's own may not
-                    own_keys.add(key)
-                km = key_node.start_mark
-                self.source.keys[child] = (km.line + 1, km.column + 1)
-                out[key] = self.build(value_node, child)
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        return self.loader.construct_object(node, deep=True)
+        if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            return self.loader.construct_object(node, deep=True)
+        self.active.append(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+            return self._mapping(node, path)
+        finally:
+            self.active.pop()
+
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[Any, Any]:
+        pairs, merged = self._pairs(node, path)
+        out: dict[Any, Any] = {}
+        own_keys: set[Any] = set()
+        for index, (key_node, value_node) in enumerate(pairs):
+            if not isinstance(key_node, yaml.ScalarNode):
+                self._add(key_node, path, "mapping keys must be plain scalars")
+                continue
+            key = self.loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool) or key is None:
+                self._add(key_node, path, "mapping keys must be plain scalars")
+                continue
+            child: KeyPath = (*path, key if isinstance(key, int) else str(key))
+            if key in own_keys:
+                self._add(key_node, child, f"duplicate key '{key}'")
+                continue
+            if index >= merged:  # keys merged from anchors may be overridden, this mapping's own may not
+                own_keys.add(key)
+            km = key_node.start_mark
+            self.source.keys[child] = (km.line + 1, km.column + 1)
+            out[key] = self.build(value_node, child)
+        return out
+
+    def _pairs(self, node: yaml.MappingNode, path: KeyPath) -> tuple[list[tuple[yaml.Node, yaml.Node]], int]:
+        """The mapping's pairs with `<<: *anchor` merges resolved (merged ones first), and how many were merged.
+
+        Done here rather than by PyYAML, which copies merged pairs without limit.
+        """
+        merged: list[tuple[yaml.Node, yaml.Node]] = []
+        own: list[tuple[yaml.Node, yaml.Node]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != MERGE:
+                own.append((key_node, value_node))
+                continue
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in reversed(sources):  # the first source listed wins, as in PyYAML
+                if not isinstance(source, yaml.MappingNode):
+                    raise _Refused(source, path, "<< merges a mapping (or a list of mappings) into this one")
+                if id(source) in self.active or source is node:
+                    raise _Refused(source, path, "recursive alias: this anchor refers to itself")
+                self.active.append(id(source))
+                try:
+                    inner, _ = self._pairs(source, path)
+                finally:
+                    self.active.pop()
+                merged.extend(inner)
+        self.built += len(merged)
+        if self.built > MAX_VALUES:
+            raise _Refused(
+                node, path, f"the document expands to more than {MAX_VALUES} values (an alias bomb?)", expanding=True
+            )
+        return merged + own, len(merged)
 
     def _add(self, node: yaml.Node, path: KeyPath, message: str) -> None:
         m = node.start_mark
@@ -103,14 +185,22 @@ class _Builder:
 
 def parse_yaml(text: str, file: str) -> YamlSource:
     """Parse one YAML document; raises ConfigError with a located message on any syntax error."""
-    loader: yaml.SafeLoader | None = None
+    loader: _Loader | None = None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
         root = loader.get_single_node()
         if root is None:
             return YamlSource(file, None)
         builder = _Builder(file, loader)
         builder.source.data = builder.build(root, ())
+    except _Refused as exc:
+        if exc.expanding:  # point at the setting that uses the aliases, not deep inside their expansion
+            path = next((p for p in (exc.path[:2], exc.path[:1]) if p in builder.source.keys), exc.path[:1])
+            line, col = builder.source.position(path, key=True)
+        else:
+            path, mark = exc.path, exc.node.start_mark
+            line, col = mark.line + 1, mark.column + 1
+        raise ConfigError([Problem(file, line, col, path, str(exc))]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -129,11 +219,19 @@ def parse_yaml(text: str, file: str) -> YamlSource:
 def load_yaml(path: Path) -> YamlSource:
     """Read and parse a YAML file; unreadable files become located problems, not tracebacks."""
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ConfigError([Problem(str(path), 1, 1, (), f"larger than {MAX_FILE_BYTES // 1024 // 1024} MB")])
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError([Problem(str(path), 1, 1, (), "file not found")]) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError([Problem(str(path), 1, 1, (), f"not UTF-8 text ({exc.reason})")]) from None
     except OSError as exc:
         raise ConfigError([Problem(str(path), 1, 1, (), f"cannot read file: {exc.strerror}")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        byte = data[exc.start]
+        problem = Problem(str(path), line, column, (), f"not UTF-8 text: byte 0x{byte:02x} ({exc.reason})")
+        raise ConfigError([problem]) from None
     return parse_yaml(text, str(path))

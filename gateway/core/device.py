@@ -94,7 +94,7 @@ class Device:
                 errors.pop(p.name, None)
             except CodecError as exc:
                 values.pop(p.name, None)
-                errors[p.name] = f"decode: {exc}"
+                errors[p.name] = exc.reason
 
     def fail(self, points: list[PointSpec] | tuple[tuple[PointSpec, int], ...], reason: str) -> None:
         """These points have no value this cycle: an error, never the last good value."""

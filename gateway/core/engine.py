@@ -21,7 +21,8 @@ from gateway.core.events import EventBus
 from gateway.core.health import State
 from gateway.core.pointio import read_point, write_point
 from gateway.core.scheduler import LinkScheduler
-from gateway.points.codec import Value
+from gateway.core.supervision import Supervisor
+from gateway.points.codec import CodecError, NotFiniteError, Value
 from gateway.profiles.expand import PointSpec
 from gateway.south.modbus.errors import ConnectionFailed, ModbusExceptionResponse, TransactionError
 from gateway.south.modbus.transport import make_transport
@@ -46,8 +47,9 @@ class ApplyReport:
 
 
 class Engine:
-    def __init__(self, bus: EventBus) -> None:
+    def __init__(self, bus: EventBus, *, supervisor: Supervisor | None = None) -> None:
         self.bus = bus
+        self.supervisor = supervisor or Supervisor()
         self.links: dict[str, LinkScheduler] = {}
         self.devices: dict[str, Device] = {}
         self._link_of: dict[str, str] = {}
@@ -92,7 +94,7 @@ class Engine:
                     report.devices_removed.append(device_id)
         for link_id, link in new_links.items():
             if link_id not in self.links:
-                self.links[link_id] = LinkScheduler(link_id, make_transport(link), self.bus)
+                self.links[link_id] = LinkScheduler(link_id, make_transport(link), self.bus, self.supervisor)
                 if self._running:
                     self.links[link_id].start()
                 if link_id not in report.links_restarted:
@@ -169,7 +171,11 @@ class Engine:
         async def transact(pdu: bytes) -> bytes:
             return await scheduler.transaction(device, pdu)
 
-        result: Value = await self._run(scheduler, device, point, lambda: read_point(transact, point))
+        try:
+            result: Value = await self._run(scheduler, device, point, lambda: read_point(transact, point))
+        except CodecError as exc:
+            code = exc.reason if isinstance(exc, NotFiniteError) else "decode_error"
+            raise CommandError(code, f"{device_id}.{name}: {exc}", name) from None
         return result
 
     async def _run(self, scheduler: LinkScheduler, device: Device, point: PointSpec, job: Any) -> Any:

@@ -10,7 +10,6 @@ device paying the connect timeout in turn.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections import deque
@@ -21,6 +20,7 @@ from typing import Any
 from gateway.core.device import Device, PollGroup
 from gateway.core.events import DeviceUpdate, EventBus, HealthChanged, Notable
 from gateway.core.health import Counters, State
+from gateway.core.supervision import Supervisor
 from gateway.south.modbus.errors import ConnectionFailed, ModbusExceptionResponse, TransactionError
 from gateway.south.modbus.pdu import check_response
 from gateway.south.modbus.transport import Transport
@@ -50,15 +50,16 @@ class LinkStats:
 
 
 class LinkScheduler:
-    def __init__(self, link_id: str, transport: Transport, bus: EventBus) -> None:
+    def __init__(self, link_id: str, transport: Transport, bus: EventBus, supervisor: Supervisor | None = None) -> None:
         self.id = link_id
         self.transport = transport
         self.bus = bus
+        self.supervisor = supervisor or Supervisor()
         self.devices: dict[str, Device] = {}
         self.stats = LinkStats()
         self._priority: deque[tuple[Job, asyncio.Future[Any]]] = deque()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._running = False
         self._retry_at = 0.0  # link down: no attempts before this (monotonic)
         self._started = 0.0
         self._rng = random.Random(link_id)
@@ -70,14 +71,13 @@ class LinkScheduler:
         self._started = loop.time()
         for device in self.devices.values():
             device.schedule(self._started)
-        self._task = loop.create_task(self._run(), name=f"link-{self.id}")
+        self.supervisor.spawn(f"link {self.id}", self._run)
+        self._running = True
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._running:
+            await self.supervisor.cancel(f"link {self.id}")
+            self._running = False
         while self._priority:
             _, future = self._priority.popleft()
             if not future.done():
@@ -86,7 +86,7 @@ class LinkScheduler:
 
     def add(self, device: Device) -> None:
         self.devices[device.id] = device
-        if self._task is not None:
+        if self._running:
             device.schedule(asyncio.get_running_loop().time())
             self._wake.set()
 
@@ -130,8 +130,8 @@ class LinkScheduler:
         except TransactionError as exc:
             device_counters.errors[exc.kind] += 1
             link_counters.errors[exc.kind] += 1
-            if isinstance(exc, ConnectionFailed):
-                self._link_down(exc)
+            if isinstance(exc, ConnectionFailed) and not exc.dropped:
+                self._link_down(exc)  # the next transaction reconnects at once after a drop; a refusal backs off
             elif isinstance(exc, ModbusExceptionResponse):
                 self._link_up()
                 self._answered(device, loop.time() - start)

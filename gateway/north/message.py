@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
+
+from gateway.core.inputs import BadNumber
 
 
 class Kind(IntEnum):
@@ -34,5 +37,24 @@ class Outgoing:
 
 
 def dumps(data: object) -> bytes:
-    """Compact JSON, as every CityEdge payload is."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    """Compact JSON, as every CityEdge payload is. Never NaN: ValueError rather than invalid JSON."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_shown).encode()
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, BadNumber):  # a refused number, quoted as its sender wrote it (audit records)
+        return value.text
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def json_safe(data: object) -> object:
+    """The last line of defence: non-finite numbers become null and unknown objects text."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {str(k): json_safe(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [json_safe(v) for v in data]
+    if data is None or isinstance(data, bool | int | str):
+        return data
+    return str(data)

@@ -2,54 +2,77 @@
 
 On every connection it subscribes again and calls the birth hooks (status online,
 device list, availability...). The Will marks the gateway offline if it dies; a
-clean stop says so itself before disconnecting. Incoming messages go to handlers
-registered per topic filter, each in its own bounded task.
+clean stop says so itself before disconnecting. Incoming messages go to exactly one
+route, the most specific subscription that matches their topic; each route has a
+bounded queue and its own workers, and a full queue is answered (`busy`) or counted,
+never silently dropped. Nothing a message carries can end the connection loop: it
+survives any exception, and after an outage it probes the broker at a bounded
+interval, so the uplink is back within seconds of the broker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ipaddress
 import logging
 import os
 import random
 import socket
 import ssl
+import stat
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.config.model import GatewayConfig, MqttSettings
-from gateway.north.message import Kind, Outgoing, dumps
+from gateway.config.problems import KeyPath
+from gateway.core.supervision import InputFaults, Supervisor
+from gateway.north.message import Kind, Outgoing, dumps, json_safe
 from gateway.north.queue import MessageQueue
 
 log = logging.getLogger("cityedge.mqtt")
 
 Handler = Callable[[aiomqtt.Message], Awaitable[None]]
+Refuse = Callable[[aiomqtt.Message], None]
 Hook = Callable[[], None]
 WINDOW = 64  # QoS 1 messages in flight at once
-MAX_HANDLERS = 64  # incoming messages being handled at once
+MAX_INCOMING = 1024 * 1024  # bytes: the largest message we accept (MQTT 5 Maximum Packet Size)
+RECONNECT_MIN = 0.5  # seconds before the first reconnection attempt
+SESSION_TAKEN_OVER = 142  # MQTT 5 reason code: another client connected with our client id
+TAKEOVER_PAUSE = 30.0  # seconds before taking the client id back; doubles while the conflict lasts
+TAKEOVER_PAUSE_MAX = 600.0
+SHORT_LIFE = 10.0  # seconds: a connection the broker ends sooner, right after a reconnect that worked at once, ...
+QUICK_DROPS = 3  # ... this many times in a row, is another client taking our id
 
 
 class SecretError(Exception):
-    """A configured secret that cannot be read: a fatal configuration problem."""
+    """A configured secret that cannot be read: a fatal configuration problem, located at its key."""
+
+    def __init__(self, path: KeyPath, message: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 def read_password(settings: MqttSettings) -> str | None:
     if settings.password_env:
         value = os.environ.get(settings.password_env)
         if value is None:
-            raise SecretError(f"mqtt.password_env: environment variable {settings.password_env} is not set")
+            raise SecretError(("mqtt", "password_env"), f"environment variable {settings.password_env} is not set")
         return value
     if settings.password_file:
         try:
             return settings.password_file.read_text().rstrip("\r\n")
         except OSError as exc:
-            raise SecretError(f"mqtt.password_file: cannot read {settings.password_file}: {exc.strerror}") from None
+            raise SecretError(
+                ("mqtt", "password_file"), f"cannot read {settings.password_file}: {exc.strerror}"
+            ) from None
     return None
 
 
@@ -57,12 +80,17 @@ def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
     tls = settings.tls
     if tls is None:
         return None
+    for key in ("ca", "cert", "key"):
+        path = getattr(tls, key)
+        if path is not None and not os.access(path, os.R_OK):
+            why = "does not exist" if not path.exists() else "cannot be read"
+            raise SecretError(("mqtt", "tls", key), f"{path} {why}")
     try:
         context = ssl.create_default_context(cafile=str(tls.ca) if tls.ca else None)
         if tls.cert and tls.key:
             context.load_cert_chain(str(tls.cert), str(tls.key))
     except (OSError, ssl.SSLError) as exc:
-        raise SecretError(f"mqtt.tls: {exc}") from None
+        raise SecretError(("mqtt", "tls"), str(exc)) from None
     if tls.insecure:
         log.warning("mqtt.tls.insecure is set: the broker's certificate is NOT verified")
         context.check_hostname = False
@@ -70,28 +98,86 @@ def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
     return context
 
 
+def security_warnings(settings: MqttSettings) -> list[str]:
+    """Settings that work but expose the gateway; logged at start and shown by `cityedge check`."""
+    warnings = []
+    if settings.password_file is not None:
+        with contextlib.suppress(OSError):
+            mode = settings.password_file.stat().st_mode
+            if mode & (stat.S_IROTH | stat.S_IWOTH):
+                warnings.append(
+                    f"mqtt.password_file {settings.password_file} can be read by every user of this machine "
+                    f"(mode {stat.S_IMODE(mode):o}): chmod 600 it"
+                )
+    if settings.tls is None and settings.username is None and not _is_loopback(settings.host):
+        warnings.append(
+            f"the broker {settings.host} is not on this machine and the gateway connects with neither TLS nor "
+            "a username: anyone on the network can read its data and send commands; set mqtt.tls and mqtt.username"
+        )
+    return warnings
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass
 class LinkStats:
     connects: int = 0
     failures: int = 0
     received: int = 0
+    takeovers: int = 0
     broker: str = ""
-    connected_since: float | None = None
+
+
+@dataclass
+class Route:
+    """One subscription: its handler, a bounded queue in front of it, and what to do when that is full."""
+
+    topic_filter: str
+    handler: Handler
+    refuse: Refuse | None
+    limit: int
+    workers: int
+    sub_id: int
+    queue: asyncio.Queue[aiomqtt.Message] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.queue = asyncio.Queue(self.limit)
+
+    @property
+    def specificity(self) -> tuple[int, ...]:
+        """Sorts the most specific filter first: a literal level beats `+`, which beats `#`."""
+        return tuple(2 if level == "#" else 1 if level == "+" else 0 for level in self.topic_filter.split("/"))
 
 
 class MqttLink:
-    def __init__(self, config: GatewayConfig, queue: MessageQueue) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        queue: MessageQueue,
+        *,
+        faults: InputFaults | None = None,
+        supervisor: Supervisor | None = None,
+    ) -> None:
         self.config = config
         self.settings = config.mqtt
         self.base = config.base_topic
         self.queue = queue
+        self.faults = faults or InputFaults()
+        self.supervisor = supervisor or Supervisor()
         self.stats = LinkStats()
         self.connected = asyncio.Event()
         self.client: aiomqtt.Client | None = None
-        self._handlers: list[tuple[str, Handler]] = []
+        self.on_takeover: Callable[[str], None] | None = None  # told when another client took our client id
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # waits between attempts (tests replace it)
+        self._routes: list[Route] = []
         self._on_connect: list[Hook] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self._handling: set[asyncio.Task[None]] = set()  # incoming messages being handled
         self._sending: set[asyncio.Task[None]] = set()  # messages waiting for their PUBACK
         self._stopping = False
         self._password = read_password(self.settings)
@@ -101,11 +187,22 @@ class MqttLink:
         ]
         self._rng = random.Random()
         self.v5 = self.settings.protocol == "5"
+        for warning in security_warnings(self.settings):
+            log.warning("%s", warning)
 
     # -- wiring -------------------------------------------------------------------------------
 
-    def handle(self, topic_filter: str, handler: Handler) -> None:
-        self._handlers.append((topic_filter, handler))
+    def handle(
+        self, topic_filter: str, handler: Handler, *, refuse: Refuse | None = None, limit: int = 1000, workers: int = 1
+    ) -> None:
+        """Route messages on `topic_filter` to `handler`, at most `workers` at a time.
+
+        At most `limit` messages wait; beyond that `refuse(message)` answers the sender
+        (commands and requests say `busy`), or the message is counted as dropped.
+        """
+        route = Route(topic_filter, handler, refuse, limit, workers, len(self._routes) + 1)
+        self._routes.append(route)
+        self._routes.sort(key=lambda r: r.specificity)
 
     def on_connect(self, hook: Hook) -> None:
         """Called after every (re)connection, once subscriptions are in place: publish birth messages here."""
@@ -122,7 +219,14 @@ class MqttLink:
         properties: dict[str, Any] | None = None,
         ts: int = 0,
     ) -> None:
-        body = payload if isinstance(payload, bytes) else dumps(payload)
+        if isinstance(payload, bytes):
+            body = payload
+        else:
+            try:
+                body = dumps(payload)
+            except (ValueError, TypeError) as exc:  # a value no boundary should have let through
+                self.faults.reject("unencodable_output", topic, exc)
+                body = dumps(json_safe(payload))
         self.queue.put(
             Outgoing(topic, body, kind, self.settings.qos if qos is None else qos, retain, properties or {}, ts)
         )
@@ -130,10 +234,11 @@ class MqttLink:
     # -- life cycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._connection_loop(), name="mqtt-connection"),
-            asyncio.create_task(self._sender(), name="mqtt-sender"),
-        ]
+        self.supervisor.spawn("mqtt-connection", self._connection_loop)
+        self.supervisor.spawn("mqtt-sender", self._sender)
+        for route in self._routes:
+            for n in range(route.workers):
+                self.supervisor.spawn(f"mqtt-in {route.topic_filter} #{n + 1}", functools.partial(self._work, route))
 
     async def stop(self, timeout: float = 3.0) -> None:
         """Say offline, flush what we can within `timeout`, disconnect cleanly (so the Will is not sent)."""
@@ -146,9 +251,12 @@ class MqttLink:
                 await client.publish(
                     f"{self.base}/status", dumps({"state": "offline"}), qos=1, retain=True, timeout=timeout
                 )
-        for task in [*self._tasks, *self._handling, *self._sending]:
+        for name in list(self.supervisor.records):
+            if name.startswith("mqtt-"):
+                await self.supervisor.cancel(name)
+        for task in list(self._sending):
             task.cancel()
-        for task in [*self._tasks, *self._handling, *self._sending]:
+        for task in list(self._sending):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
@@ -158,6 +266,11 @@ class MqttLink:
 
     def _client(self, host: str, port: int) -> aiomqtt.Client:
         will = aiomqtt.Will(f"{self.base}/status", dumps({"state": "offline"}), qos=1, retain=True)
+        connect = None
+        if self.v5:  # the broker drops anything larger instead of sending it: no message can exhaust our memory
+            connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            connect.MaximumPacketSize = MAX_INCOMING
+        inbox = cast("type[asyncio.Queue[aiomqtt.Message]]", functools.partial(_Inbox, self._dispatch))
         return aiomqtt.Client(
             host,
             port,
@@ -169,7 +282,8 @@ class MqttLink:
             keepalive=int(self.settings.keepalive),
             tls_context=self._tls,
             timeout=10,
-            max_queued_incoming_messages=1000,
+            queue_type=inbox,
+            properties=connect,
             max_inflight_messages=WINDOW,
             # Small packets must not wait for Nagle's algorithm: a command result is a few hundred bytes.
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
@@ -177,64 +291,116 @@ class MqttLink:
         )
 
     async def _connection_loop(self) -> None:
-        backoff, index = 0.5, 0
+        policy = ReconnectPolicy(self.settings.reconnect_max, self._rng)
+        index = 0
+        loop = asyncio.get_running_loop()
         while not self._stopping:
             host, port = self._brokers[index % len(self._brokers)]
+            connected_at: float | None = None
+            taken_over = False
             try:
                 async with self._client(host, port) as client:
-                    client.pending_calls_threshold = 4 * WINDOW  # we bound in-flight calls ourselves
-                    self.client = client
-                    self.stats.connects += 1
-                    self.stats.broker = f"{host}:{port}"
-                    self.stats.connected_since = asyncio.get_running_loop().time()
-                    backoff = 0.5
-                    await self._subscribe(client)
-                    self.queue.on_connect()
-                    client_birth = dumps({"state": "online"})
-                    await client.publish(f"{self.base}/status", client_birth, qos=1, retain=True)
-                    for hook in self._on_connect:
-                        hook()
-                    self.connected.set()
-                    log.info("connected to %s:%d as %s", host, port, self.config.client_id)
-                    async for message in client.messages:
-                        self._dispatch(message)
+                    connected_at = loop.time()
+                    await self._on_connected(client, host, port)
+                    async for _ in client.messages:  # ends (MqttError) when the connection does; see _Inbox
+                        pass
             except aiomqtt.MqttError as exc:
                 self.stats.failures += 1
+                taken_over = _reason_code(exc) == SESSION_TAKEN_OVER
                 if self.connected.is_set() or self.stats.failures == 1 or self.stats.failures % 10 == 0:
                     log.warning("MQTT %s:%d: %s", host, port, exc)
+            except Exception as exc:  # a bug on this path must not end the uplink for good
+                self.stats.failures += 1
+                log.error("MQTT connection to %s:%d failed unexpectedly: %r", host, port, exc, exc_info=True)
             finally:
                 self.connected.clear()
                 self.queue.on_disconnect()
                 self.client = None
-                self.stats.connected_since = None
             if self._stopping:
                 return
-            index += 1
-            if index % len(self._brokers) == 0:  # tried every broker: wait, longer each round
-                await asyncio.sleep(backoff * self._rng.uniform(0.8, 1.2))
-                backoff = min(30.0, backoff * 2)
+            lifetime = None if connected_at is None else loop.time() - connected_at
+            wait, conflict = policy.after(lifetime, taken_over=taken_over)
+            if conflict:
+                self._taken_over(host, port, wait)
+            elif lifetime is None:
+                index += 1
+                if index % len(self._brokers):
+                    continue  # the next broker of the failover list, at once
+            if wait:
+                await self.sleep(wait)
+
+    async def _on_connected(self, client: aiomqtt.Client, host: str, port: int) -> None:
+        client.pending_calls_threshold = 4 * WINDOW  # we bound in-flight calls ourselves
+        self.client = client
+        self.stats.connects += 1
+        self.stats.broker = f"{host}:{port}"
+        await self._subscribe(client)
+        self.queue.on_connect()
+        await client.publish(f"{self.base}/status", dumps({"state": "online"}), qos=1, retain=True)
+        for hook in self._on_connect:
+            try:
+                hook()
+            except Exception as exc:  # one feature's birth message must not keep the others (or us) down
+                self.faults.reject("birth_hook", getattr(hook, "__qualname__", repr(hook)), repr(exc))
+        self.connected.set()
+        log.info("connected to %s:%d as %s", host, port, self.config.client_id)
+
+    def _taken_over(self, host: str, port: int, pause: float) -> None:
+        self.stats.takeovers += 1
+        log.error(
+            "MQTT %s:%d keeps closing our connection as soon as it is made: another client is connecting with "
+            "our client id %r (two gateways, or a tool, share it). Not fighting for it: trying again in %.0fs. "
+            "Give each gateway its own gateway.id or mqtt.client_id.",
+            host,
+            port,
+            self.config.client_id,
+            pause,
+        )
+        if self.on_takeover is not None:
+            self.on_takeover(f"{host}:{port}")
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
-        for topic_filter, _ in self._handlers:
-            await client.subscribe(topic_filter, qos=1)
+        for route in self._routes:
+            properties = None
+            if not self.v5:
+                await client.subscribe(route.topic_filter, qos=1)
+                continue
+            # A message matching two of our filters reaches each route by its own copy (subscription ids),
+            # and nothing we publish ourselves comes back to us (no local).
+            properties = Properties(PacketTypes.SUBSCRIBE)  # type: ignore[no-untyped-call]
+            properties.SubscriptionIdentifier = route.sub_id
+            options = SubscribeOptions(qos=1, noLocal=True)
+            await client.subscribe(route.topic_filter, options=options, properties=properties)
+
+    # -- incoming ---------------------------------------------------------------------------------
 
     def _dispatch(self, message: aiomqtt.Message) -> None:
+        """Queue the message for the one route that owns its topic; refuse it when that queue is full."""
         self.stats.received += 1
-        if len(self._handling) >= MAX_HANDLERS:
-            log.warning("dropping %s: %d messages already being handled", message.topic, len(self._handling))
+        route = next((r for r in self._routes if message.topic.matches(r.topic_filter)), None)
+        if route is None:
             return
-        for topic_filter, handler in self._handlers:
-            if message.topic.matches(topic_filter):
-                task = asyncio.create_task(self._run_handler(handler, message))
-                self._handling.add(task)
-                task.add_done_callback(self._handling.discard)
-                return
-
-    async def _run_handler(self, handler: Handler, message: aiomqtt.Message) -> None:
+        ids = getattr(message.properties, "SubscriptionIdentifier", None) if message.properties else None
+        if ids and route.sub_id not in ids:
+            return  # the copy sent for a broader, overlapping subscription: the owner receives its own
         try:
-            await handler(message)
-        except Exception:  # a bad message must never take the gateway down
-            log.exception("handling %s failed", message.topic)
+            route.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.faults.reject("busy", str(message.topic), f"{route.limit} messages already waiting")
+            if route.refuse is not None:
+                try:
+                    route.refuse(message)
+                except Exception as exc:
+                    self.faults.reject("handler_error", str(message.topic), repr(exc))
+
+    async def _work(self, route: Route) -> None:
+        while True:
+            message = await route.queue.get()
+            try:
+                await route.handler(message)
+            except Exception as exc:  # a bad message must never take the gateway down
+                self.faults.reject("handler_error", str(message.topic), f"{type(exc).__name__}: {exc}")
+                log.debug("traceback of the handler error", exc_info=True)
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -280,6 +446,73 @@ class MqttLink:
         await client.publish(
             message.topic, message.payload, qos=message.qos, retain=message.retain, properties=properties, timeout=10
         )
+
+
+class ReconnectPolicy:
+    """When to try the broker again, and when another client is taking our client id.
+
+    After a connection that was up ends, the next attempt is at once: most drops are
+    over in an instant. Failed attempts back off, doubling up to `maximum`, so the
+    uplink is back within seconds of a broker that was away for hours. A broker that
+    says the session was taken over (MQTT 5 reason 142), or that ends connection after
+    connection within seconds although each reconnect works at once (what mosquitto
+    does when two clients share one id), means another client has our id: then the
+    wait starts at TAKEOVER_PAUSE and doubles, so two gateways never fight in a loop.
+    """
+
+    def __init__(self, maximum: float, rng: random.Random) -> None:
+        self.maximum, self.rng = maximum, rng
+        self.backoff = RECONNECT_MIN
+        self.takeover_pause = 0.0  # the next pause over a taken id; 0: TAKEOVER_PAUSE
+        self.quick_drops = 0
+        self.at_once = False  # the current attempt came straight after a drop
+
+    def after(self, lifetime: float | None, *, taken_over: bool = False) -> tuple[float, bool]:
+        """(seconds to wait, another client has our id?) after an attempt; lifetime is None if it never connected."""
+        if lifetime is None:
+            self.at_once = False
+            wait = self.backoff * self.rng.uniform(0.8, 1.2)
+            self.backoff = min(self.maximum, self.backoff * 2)
+            return wait, False
+        self.backoff = RECONNECT_MIN
+        if lifetime >= SHORT_LIFE:
+            self.quick_drops = 0
+            if lifetime > TAKEOVER_PAUSE_MAX:
+                self.takeover_pause = 0.0
+        elif self.at_once:
+            self.quick_drops += 1
+        if taken_over or self.quick_drops >= QUICK_DROPS:
+            self.quick_drops, self.at_once = 0, False
+            pause = self.takeover_pause or TAKEOVER_PAUSE
+            self.takeover_pause = min(TAKEOVER_PAUSE_MAX, pause * 2)
+            return pause, True
+        self.at_once = True
+        return 0.0, False
+
+
+class _Inbox(asyncio.Queue[aiomqtt.Message]):
+    """aiomqtt's incoming queue, replaced: each message goes straight to its route as it arrives.
+
+    aiomqtt would otherwise buffer messages in a queue of its own and discard them
+    with a log line when it is full; our routes are bounded too, but every message
+    they cannot take is answered or counted.
+    """
+
+    def __init__(self, dispatch: Callable[[aiomqtt.Message], None], maxsize: int = 0) -> None:
+        super().__init__()
+        self._dispatch = dispatch
+
+    def put_nowait(self, item: aiomqtt.Message) -> None:
+        self._dispatch(item)
+
+
+def _reason_code(exc: BaseException) -> int | None:
+    """The MQTT reason code behind an aiomqtt error (its message iterator raises it as the cause)."""
+    rc = getattr(exc, "rc", None)
+    value = getattr(rc, "value", rc)
+    if isinstance(value, int):
+        return value
+    return _reason_code(exc.__cause__) if exc.__cause__ is not None else None
 
 
 def response_info(message: aiomqtt.Message) -> tuple[str | None, bytes | None]:

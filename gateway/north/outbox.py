@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import time
 from collections import deque
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config.model import StoreSettings
+from gateway.core.supervision import InputFaults, Supervisor
 from gateway.north.message import Kind, Outgoing
 from gateway.north.queue import MessageQueue
 
@@ -33,8 +35,13 @@ log = logging.getLogger("cityedge.outbox")
 
 DURABLE = (Kind.EVENT, Kind.TELEMETRY)
 FLUSH_INTERVAL = 0.1
+MAX_TS = 2**62  # epoch ms; anything beyond is no time and no SQLite INTEGER
 HOT_LIMIT = 20_000  # live messages held in memory; beyond that the broker is too slow: replay from disk
 ROW_OVERHEAD = 64  # bytes a row costs beyond topic and payload (ids, header, index)
+PAGE = 4096  # SQLite's page size
+WAL_SHARE = 16  # the write-ahead log may take 1/16 of store.max_mb ...
+MIN_WAL = 32 * 1024  # ... and at least this
+SHM_RESERVE = 64 * 1024  # the -shm index of the log: 32 KB per 4096 pages of log
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -52,11 +59,24 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 
 
 class Outbox(MessageQueue):
-    def __init__(self, settings: StoreSettings, on_drop: Any = None) -> None:
+    def __init__(
+        self,
+        settings: StoreSettings,
+        on_drop: Any = None,
+        *,
+        faults: InputFaults | None = None,
+        supervisor: Supervisor | None = None,
+    ) -> None:
         super().__init__()
         self.settings = settings
+        self.faults = faults or InputFaults()
+        self.supervisor = supervisor or Supervisor()
         self.path = settings.path
         self.max_bytes_disk = int(settings.max_mb * 1024 * 1024)
+        # What is on disk stays within the budget: the write-ahead log gets its share, the -shm index a
+        # fixed reserve, and the database the rest, counted in the pages it really uses.
+        self.wal_limit = max(MIN_WAL, self.max_bytes_disk // WAL_SHARE)
+        self.db_budget = self.max_bytes_disk - 2 * self.wal_limit - SHM_RESERVE
         self.on_drop = on_drop  # called with a summary when messages are dropped (rate-limited)
         self.db: sqlite3.Connection | None = None
         self.mode = "disk"
@@ -76,15 +96,14 @@ class Outbox(MessageQueue):
         self._replayed = 0
         self._replay_started = 0.0
         self.dropped_by_kind = {k.name.lower(): 0 for k in DURABLE}
-        self._last_drop_note = 0.0
-        self._flusher: asyncio.Task[None] | None = None
+        self._last_drop_note = float("-inf")
         self._open()
 
     # -- opening ----------------------------------------------------------------------------------
 
     def _open(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _private_directory(self.path.parent)
             self.db = self._connect()
         except sqlite3.DatabaseError as exc:
             if "not a database" in str(exc) or "malformed" in str(exc) or "corrupt" in str(exc):
@@ -110,14 +129,15 @@ class Outbox(MessageQueue):
                 log.info("outbox %s: %d messages from before the restart will be delivered", self.path, rows)
 
     def _connect(self) -> sqlite3.Connection:
+        _private_files(self.path)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # a new file can give pages back; an old one keeps its mode
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if self.settings.sync == 'full' else 'NORMAL'}")
-            # Keep the write-ahead log small next to the budget: checkpoint often, truncate after.
-            pages = max(16, min(1000, self.max_bytes_disk // 4096 // 8))
-            db.execute(f"PRAGMA wal_autocheckpoint={pages}")
-            db.execute(f"PRAGMA journal_size_limit={max(65536, self.max_bytes_disk // 8)}")
+            # Keep the write-ahead log within its share: checkpoint at half of it, truncate to it after.
+            db.execute(f"PRAGMA wal_autocheckpoint={max(2, self.wal_limit // PAGE // 2)}")
+            db.execute(f"PRAGMA journal_size_limit={self.wal_limit}")
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise sqlite3.DatabaseError(f"database disk image is malformed ({check})")
@@ -160,6 +180,9 @@ class Outbox(MessageQueue):
             return
         message.id = self._next_id
         self._next_id += 1
+        if not isinstance(message.ts, int) or not 0 <= message.ts < MAX_TS:
+            self.faults.reject("outbox_bad_timestamp", message.topic, f"ts {str(message.ts)[:30]} replaced by now")
+            message.ts = 0
         if not message.ts:
             message.ts = int(time.time() * 1000)
         self.stats.enqueued += 1
@@ -283,13 +306,10 @@ class Outbox(MessageQueue):
     # -- writing ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._flusher = asyncio.get_running_loop().create_task(self._flush_loop(), name="outbox-flush")
+        self.supervisor.spawn("outbox-writer", self._flush_loop)
 
     async def stop(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        await self.supervisor.cancel("outbox-writer")
         self.flush()
         if self.db is not None:
             with contextlib.suppress(sqlite3.Error):
@@ -308,7 +328,7 @@ class Outbox(MessageQueue):
                 self._expire()
 
     def flush(self) -> None:
-        """Write new messages and forget acknowledged ones, in one transaction."""
+        """Write new messages and forget acknowledged ones, in transactions no larger than half the log's share."""
         if self.db is None or (not self._pending and not self._acked):
             return
         rows = [
@@ -317,20 +337,45 @@ class Outbox(MessageQueue):
         ]
         acked = self._acked
         try:
-            with self.db:  # one transaction
-                self.db.execute("BEGIN")
-                if rows:
-                    self.db.executemany("INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-                removed = self._delete(acked)
+            removed = (0, 0)
+            for index, chunk in enumerate(_chunks(rows, self.wal_limit // 2)):
+                self._make_room(sum(r[7] for r in chunk))
+                with self.db:
+                    self.db.execute("BEGIN")
+                    self.db.executemany("INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)", chunk)
+                    if index == 0:
+                        removed = self._delete(acked)
+            if not rows:
+                with self.db:
+                    self.db.execute("BEGIN")
+                    removed = self._delete(acked)
         except sqlite3.Error as exc:
             self._to_memory(f"cannot write {self.path}: {exc}")
+            return
+        except (OverflowError, ValueError, TypeError):  # a row SQLite cannot take: set it aside, write the rest
+            self._quarantine(rows)
             return
         self._pending.clear()
         self._acked = []
         self._rows += len(rows) - removed[0]
         self._row_bytes += sum(r[7] for r in rows) - removed[1]
-        if self._row_bytes > self.max_bytes_disk:
-            self._enforce_disk_bound()
+
+    def _quarantine(self, rows: list[tuple[Any, ...]]) -> None:
+        """Drop the messages whose rows cannot be stored (counted, logged); the others go in the next flush."""
+        assert self.db is not None
+        for row in rows:
+            try:
+                self.db.execute("BEGIN")
+                try:  # a trial insert, rolled back: only tells whether this row can be stored
+                    self.db.execute("INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+                finally:
+                    self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                return  # the store itself fails: the next flush finds out and says so
+            except (OverflowError, ValueError, TypeError) as exc:
+                message = self._pending.pop(row[0])
+                self._hot = deque(m for m in self._hot if m.id != message.id)
+                self.faults.reject("outbox_unstorable", message.topic, exc)
 
     def _delete(self, ids: list[int]) -> tuple[int, int]:
         assert self.db is not None
@@ -343,15 +388,29 @@ class Outbox(MessageQueue):
                 size += row_size
         return count, size
 
-    def _enforce_disk_bound(self) -> None:
-        """Oldest telemetry first, then oldest events, down to 90 % of the budget."""
+    def _used_bytes(self) -> int:
+        """Bytes of the database file in use (pages with data), whatever the rows' own sizes add up to."""
         assert self.db is not None
-        target = int(self.max_bytes_disk * 0.9)
+        pages = (
+            self.db.execute("PRAGMA page_count").fetchone()[0] - self.db.execute("PRAGMA freelist_count").fetchone()[0]
+        )
+        return int(pages) * PAGE
+
+    def _make_room(self, incoming: int) -> None:
+        """Before rows of `incoming` bytes go in: drop old messages if they would not fit the database's share."""
+        used = self._used_bytes()
+        expected = int(incoming * (used / self._row_bytes if self._row_bytes > 4 * PAGE else 1.5))  # page overhead
+        if used + expected > self.db_budget:
+            self._enforce_disk_bound(int(self.db_budget * 0.9) - expected)
+
+    def _enforce_disk_bound(self, target: int) -> None:
+        """Oldest telemetry first, then oldest events, until the database uses `target` bytes; give pages back."""
+        assert self.db is not None
         dropped = dict.fromkeys(self.dropped_by_kind, 0)
         for kind in (Kind.TELEMETRY, Kind.EVENT):
-            while self._row_bytes > target:
-                average = self._row_bytes / max(1, self._rows)
-                needed = min(1000, int((self._row_bytes - target) / average) + 1)  # just the excess
+            while (used := self._used_bytes()) > target:
+                average = used / max(1, self._rows)
+                needed = min(1000, int((used - target) / average) + 1)  # just the excess
                 rows = self.db.execute(
                     "SELECT id FROM messages WHERE kind = ? ORDER BY id LIMIT ?", (int(kind), needed)
                 ).fetchall()
@@ -365,6 +424,10 @@ class Outbox(MessageQueue):
                 self._row_bytes -= size
                 dropped[kind.name.lower()] += count
         self._count_drops(dropped, "disk budget store.max_mb reached")
+        if self.db.execute("PRAGMA page_count").fetchone()[0] * PAGE > self.db_budget:
+            with contextlib.suppress(sqlite3.Error):  # the file itself is too large: give free pages back
+                self.db.execute("PRAGMA incremental_vacuum").fetchall()  # it frees one page per row it returns
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def _expire(self) -> None:
         assert self.settings.max_age is not None
@@ -397,17 +460,19 @@ class Outbox(MessageQueue):
                 "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
                 [(f"dropped_{k}", v) for k, v in self.dropped_by_kind.items()],
             )
-        log.warning("outbox: dropped %d old messages (%s): %s", total, why, dropped)
         now = time.monotonic()
-        if self.on_drop is not None and now - self._last_drop_note > 10:
+        if now - self._last_drop_note > 10:  # during a long outage this happens at every flush: say it now and then
             self._last_drop_note = now
-            self.on_drop({"dropped": dropped, "reason": why, "total_dropped": self.dropped_by_kind})
+            log.warning("outbox: dropping old messages (%s); dropped so far: %s", why, self.dropped_by_kind)
+            if self.on_drop is not None:
+                self.on_drop({"dropped": dropped, "reason": why, "total_dropped": self.dropped_by_kind})
 
     # -- visibility ------------------------------------------------------------------------------
 
     def disk_bytes(self) -> int:
+        """What the outbox takes on disk: the database, its write-ahead log and the log's index."""
         total = 0
-        for suffix in ("", "-wal"):
+        for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(OSError):
                 total += Path(f"{self.path}{suffix}").stat().st_size
         return total
@@ -435,3 +500,33 @@ class Outbox(MessageQueue):
             "sent": self.stats.sent,
             "dropped": dict(self.dropped_by_kind),
         }
+
+
+def _chunks(rows: list[tuple[Any, ...]], limit: int) -> list[list[tuple[Any, ...]]]:
+    """Rows in consecutive groups of at most `limit` bytes (at least one row each)."""
+    out: list[list[tuple[Any, ...]]] = []
+    size = limit
+    for row in rows:
+        if size + row[7] > limit:
+            out.append([])
+            size = 0
+        out[-1].append(row)
+        size += row[7]
+    return out
+
+
+def _private_directory(directory: Path) -> None:
+    """Create the outbox's directory (and any parent it needs) for us alone; ones that exist are left as they are."""
+    missing = [d for d in (directory, *directory.parents) if not d.exists()]
+    for created in reversed(missing):
+        created.mkdir(mode=0o700, exist_ok=True)
+        created.chmod(0o700)  # mkdir's mode passes through the umask
+
+
+def _private_files(path: Path) -> None:
+    """The outbox holds telemetry, events and command audits: 0600, whatever the umask."""
+    if not path.exists():
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}{suffix}").chmod(0o600)

@@ -50,6 +50,29 @@ class ByteOrder(StrEnum):
 class CodecError(ValueError):
     """A value that cannot be decoded from or encoded to registers."""
 
+    @property
+    def reason(self) -> str:
+        """What a state message says for the point: a short code where there is one."""
+        return f"decode: {self}"
+
+
+class NotFiniteError(CodecError):
+    """A float register holding NaN or an infinity (meters often fill unused registers with 0xFFFF 0xFFFF)."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+        super().__init__(f"the device holds {value!r}, not a number")
+
+    @property
+    def reason(self) -> str:
+        return "not_a_number" if math.isnan(self.value) else "infinite"
+
+
+def finite(value: float) -> float:
+    if math.isfinite(value):
+        return value
+    raise NotFiniteError(value)
+
 
 # struct code and width in registers of the fixed-size numeric types.
 _NUMERIC: dict[DataType, tuple[str, int]] = {
@@ -123,7 +146,7 @@ def _compiled(fmt: str) -> struct.Struct:
 def _shortest_float32(value: float) -> float:
     """The shortest decimal that is the same float32: 12345.677734375 reads back as 12345.678."""
     if not math.isfinite(value):
-        return value
+        raise NotFiniteError(value)
     # 7 significant digits almost always round-trip; 9 always do.
     exact = _F32.pack(value)
     for digits in ("%.7g", "%.8g"):
@@ -241,9 +264,17 @@ class Codec:
         if dtype is DataType.ENUM:
             return self._enum_name
         scale, offset, decimals = self.scale, self.offset, self.decimals
+        if dtype in FLOAT_TYPES:  # only floats can hold NaN or overflow to infinity when scaled
+            if scale == 1 and offset == 0:
+                if dtype is DataType.FLOAT32 and decimals is None:
+                    return _shortest_float32  # type: ignore[return-value]
+                if decimals is not None:
+                    return lambda raw: round(finite(raw), decimals)  # type: ignore[arg-type]
+                return finite  # type: ignore[return-value]
+            if decimals is not None:
+                return lambda raw: round(finite(raw * scale + offset), decimals)  # type: ignore[operator]
+            return lambda raw: finite(raw * scale + offset)  # type: ignore[operator]
         if scale == 1 and offset == 0:
-            if dtype is DataType.FLOAT32 and decimals is None:
-                return _shortest_float32  # type: ignore[return-value]
             if decimals is not None:
                 return lambda raw: round(raw, decimals)  # type: ignore[call-overload]
             return lambda raw: raw  # type: ignore[return-value]
@@ -298,13 +329,16 @@ class Codec:
             return self._enum_raw(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise CodecError(f"expected a number, got {type(value).__name__} {value!r}")
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise CodecError(f"expected a finite number, got {value!r}")
         raw_type = self.raw_type or dtype
         if raw_type in FLOAT_TYPES:
-            raw_f = (value - self.offset) / self.scale
-            if raw_type is DataType.FLOAT32 and abs(raw_f) > 3.4028234663852886e38:
-                raise CodecError(f"{value!r} is out of range for float32")
+            try:
+                raw_f = (value - self.offset) / self.scale
+            except OverflowError:
+                raise CodecError(f"{value!r} is out of range for {raw_type}") from None
+            if not math.isfinite(raw_f) or (raw_type is DataType.FLOAT32 and abs(raw_f) > 3.4028234663852886e38):
+                raise CodecError(f"{value!r} is out of range for {raw_type}")
             return raw_f
         return self._integer_raw(value, raw_type)
 
@@ -314,7 +348,10 @@ class Codec:
                 raise CodecError(f"expected an integer, got {value!r}")
             raw = int(value)
         else:
-            raw = round((value - self.offset) / self.scale)
+            try:
+                raw = round((value - self.offset) / self.scale)
+            except (OverflowError, ValueError):
+                raise CodecError(f"{value!r} is out of range for {raw_type}") from None
         lo, hi = integer_range(raw_type)
         if not lo <= raw <= hi:
             shown = f" (raw {raw})" if raw != value else ""

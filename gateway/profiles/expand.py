@@ -26,10 +26,11 @@ from gateway.points.codec import (
     Value,
 )
 from gateway.profiles.expr import ExpressionError, evaluate
-from gateway.profiles.model import Access, Limits, PointDefinition, Profile, Table
+from gateway.profiles.model import MAX_REPEAT, Access, Limits, PointDefinition, Profile, Table
 
 NUMERIC_TYPES = INTEGER_TYPES | FLOAT_TYPES
 BIT_VIEWS = frozenset({DataType.BIT, DataType.BITFIELD})
+MAX_POINTS = 20_000  # a device with more is a mistake in the profile, not a device
 NODE_TYPES = NUMERIC_TYPES | {DataType.BOOL, DataType.STRING, DataType.ENUM}
 
 
@@ -130,6 +131,9 @@ def expand(
     points: list[PointSpec] = []
     seen: dict[str, KeyPath] = {}
     for name, definition, origin, base in _definitions(profile, values, issues):
+        if len(seen) >= MAX_POINTS:
+            issues.append(Issue(origin, f"a profile has at most {MAX_POINTS} points; this one generates more"))
+            break
         if name in seen:
             issues.append(Issue(origin, f"point name '{name}' is already used at {format_path(seen[name])}", key=True))
             continue
@@ -171,6 +175,9 @@ def _definitions(
             base = offset + evaluate(block.base, values)
         except ExpressionError as exc:
             issues.append(Issue(("repeat", b), str(exc)))
+            continue
+        if not 0 <= count <= MAX_REPEAT:
+            issues.append(Issue(("repeat", b, "count"), f"count must be between 0 and {MAX_REPEAT}, got {count}"))
             continue
         token = "{" + block.index + "}"
         templates: list[tuple[str, PointDefinition]] = []

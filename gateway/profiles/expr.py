@@ -19,6 +19,9 @@ _BINARY: dict[type[ast.operator], Callable[[int, int], int]] = {
 }
 
 
+MAX_LENGTH = 200
+
+
 class ExpressionError(ValueError):
     pass
 
@@ -27,9 +30,11 @@ def evaluate(expression: int | str, names: Mapping[str, int]) -> int:
     """Value of an integer or of an arithmetic expression over `names`."""
     if isinstance(expression, int):
         return expression
+    if len(expression) > MAX_LENGTH:
+        raise ExpressionError(f"expression longer than {MAX_LENGTH} characters")
     try:
         tree = ast.parse(expression.strip(), mode="eval")
-    except SyntaxError:
+    except (SyntaxError, MemoryError, RecursionError):
         raise ExpressionError(f"cannot parse expression {expression!r}") from None
     return _eval(tree.body, names, expression)
 

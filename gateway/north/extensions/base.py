@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from typing import Any
 from gateway.config.loader import LoadedConfig
 from gateway.core.engine import Engine
 from gateway.core.events import EventBus
+from gateway.core.supervision import InputFaults, Supervisor, guarded
 from gateway.north.mqtt import MqttLink
 
 
@@ -22,6 +22,8 @@ class Context:
     engine: Engine
     mqtt: MqttLink
     reload: Callable[[], Awaitable[dict[str, Any]]]
+    faults: InputFaults = field(default_factory=InputFaults)
+    supervisor: Supervisor = field(default_factory=Supervisor)
     started: float = field(default_factory=time.time)
     # Set by the node bridge: forwards a validated command to an ESP32 node and returns what was set.
     node_commands: Callable[[str, dict[str, Any], str | None], Awaitable[dict[str, Any]]] | None = None
@@ -38,28 +40,30 @@ class Extension:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[str] = []
 
     def start(self) -> None:
         """Subscribe to events and topics."""
 
     async def stop(self) -> None:
         """Undo start(); called on a clean stop."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for name in self._tasks:
+            await self.ctx.supervisor.cancel(name)
 
     def every_health_interval(self, action: Callable[[], None]) -> None:
-        """Run `action` every gateway.health_interval (read each time, so a reload changes it)."""
+        """Run `action` every gateway.health_interval (read each time, so a reload changes it).
+
+        One failing run is counted and logged; the next one comes all the same.
+        """
+        name = f"{type(self).__name__}-periodic"
 
         async def loop() -> None:
             while True:
                 await asyncio.sleep(self.ctx.loaded.config.gateway.health_interval)
-                action()
+                guarded(self.ctx.faults, "periodic_failed", name, action)
 
-        self._tasks.append(asyncio.create_task(loop(), name=f"{type(self).__name__}-periodic"))
+        self.ctx.supervisor.spawn(name, loop)
+        self._tasks.append(name)
 
     def reloaded(self) -> None:
         """The configuration changed (ctx.loaded is the new one)."""

@@ -42,7 +42,10 @@ def gateway_health(ctx: Context) -> dict[str, Any]:
             "connects": mqtt.stats.connects,
             "failures": mqtt.stats.failures,
             "received": mqtt.stats.received,
+            "takeovers": mqtt.stats.takeovers,
         },
+        "dropped_inputs": ctx.faults.to_json(),
+        "tasks": ctx.supervisor.to_json(),
     }
 
 

@@ -2,7 +2,9 @@
 
 Every configured node becomes a device under `<base>/<node>/` with state, availability
 and health, mapped through its node profile (telemetry key -> point). Payloads are
-checked (size, shape, types); garbage is counted and logged, never trusted. A node is
+checked (size, depth, shape, types, a plausible timestamp); garbage is counted and
+logged, never trusted, and a NaN or infinite reading is an error of its point. A node
+answers commands only for itself. A node is
 offline on its Will or when silent for `stale_after`. Commands on `<base>/<node>/set`
 are validated against the profile and forwarded to `nodes/<id>/cmd`; the node's answer
 comes back on `set/result`. Nodes that are not configured are reported on `<base>/event`,
@@ -13,9 +15,6 @@ when NTP is out of reach.
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -25,16 +24,21 @@ import aiomqtt
 
 from gateway.core.commands import CommandError, check_value
 from gateway.core.events import Notable
+from gateway.core.inputs import BadNumber, InputError, parse_json, without_bad_numbers
+from gateway.north.acl import NODE_PREFIX
 from gateway.north.extensions.base import Extension
 from gateway.north.message import Kind
 from gateway.points.codec import DataType, Value
 from gateway.profiles.expand import ResolvedProfile
 
-log = logging.getLogger("cityedge.nodes")
-PREFIX = "nodes"
+PREFIX = NODE_PREFIX
 MAX_NODE_PAYLOAD = 8 * 1024
 MAX_UNKNOWN = 1000
+MAX_NODE_ID = 64
+NODE_WAITING = 10_000  # node messages queued for the bridge; a flood beyond this is counted and dropped
 COMMAND_TIMEOUT = 10.0
+EARLIEST_TS = 946_684_800_000  # 2000-01-01: an ESP32 that has not learnt the time yet counts from here
+FUTURE_MS = 86_400_000  # a node clock a day ahead of ours is wrong, not early
 
 
 @dataclass
@@ -56,11 +60,11 @@ class NodeBridge(Extension):
         self.nodes: dict[str, NodeState] = {}
         self.garbage = 0
         self.unknown: set[str] = set()
-        self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.pending: dict[str, tuple[str, asyncio.Future[dict[str, Any]]]] = {}
         self._load()
         for kind in ("telemetry", "status", "health", "info"):
-            self.ctx.mqtt.handle(f"{PREFIX}/+/{kind}", self.on_message)
-        self.ctx.mqtt.handle(f"{PREFIX}/+/cmd/result", self.on_result)
+            self.ctx.mqtt.handle(f"{PREFIX}/+/{kind}", self.on_message, limit=NODE_WAITING)
+        self.ctx.mqtt.handle(f"{PREFIX}/+/cmd/result", self.on_result, limit=NODE_WAITING)
         self.ctx.mqtt.on_connect(self.publish_all)
         self.ctx.node_commands = self.command
         self.ctx.health_sections["nodes"] = self.status
@@ -88,44 +92,53 @@ class NodeBridge(Extension):
         node_id, kind = parts[1], parts[2]
         state = self.nodes.get(node_id)
         if state is None:
-            if node_id not in self.unknown and len(self.unknown) < MAX_UNKNOWN:
+            if len(node_id) > MAX_NODE_ID:
+                self.ctx.faults.reject("node_bad_topic", str(message.topic)[:100], "node id longer than 64")
+            elif node_id not in self.unknown and len(self.unknown) < MAX_UNKNOWN:
                 self.unknown.add(node_id)
                 self.ctx.bus.publish(Notable("unknown_node", {"node": node_id, "topic": str(message.topic)}))
             return
         raw = message.payload if isinstance(message.payload, bytes | bytearray) else str(message.payload).encode()
         try:
-            if len(raw) > MAX_NODE_PAYLOAD:
-                raise ValueError(f"{len(raw)} bytes")
             if kind == "status":
                 if raw not in (b"online", b"offline"):
-                    raise ValueError("status is online or offline")
+                    raise InputError("bad_status", "status is online or offline")
                 self._set_online(node_id, state, raw == b"online", "will" if raw == b"offline" else None)
                 return
-            data = json.loads(raw)
+            data = parse_json(raw, max_bytes=MAX_NODE_PAYLOAD)
             if not isinstance(data, dict):
-                raise ValueError("not a JSON object")
-            state.last_seen = time.monotonic()
+                raise InputError("bad_json", "not a JSON object")
             if kind == "telemetry":
                 self._telemetry(node_id, state, data)
             elif kind == "health":
-                state.health = data
+                state.health = self._free_form(node_id, kind, data)
                 self._publish_health(node_id, state)
             elif kind == "info":
-                state.info = data
+                state.info = self._free_form(node_id, kind, data)
+            state.last_seen = time.monotonic()
             if state.online is not True:
                 self._set_online(node_id, state, True, None)
-        except (ValueError, UnicodeDecodeError, TypeError, KeyError) as exc:
+        except InputError as exc:
             self.garbage += 1
             state.rejected += 1
-            if state.rejected <= 3 or state.rejected % 100 == 0:
-                log.warning("node %s: rejected %s message (%s); %d so far", node_id, kind, exc, state.rejected)
+            self.ctx.faults.reject(f"node_{exc.code}", str(message.topic), exc)
+
+    def _free_form(self, node_id: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        """A node's own health or info, kept to republish: without numbers that mean nothing."""
+        clean, removed = without_bad_numbers(data)
+        if removed:
+            self.ctx.faults.reject("node_not_finite", f"nodes/{node_id}/{kind}", f"{removed} non-finite value(s)")
+        result: dict[str, Any] = clean
+        return result
 
     def _telemetry(self, node_id: str, state: NodeState, data: dict[str, Any]) -> None:
         values_in, ts, seq = data.get("values"), data.get("ts"), data.get("seq")
-        if not isinstance(values_in, dict) or not isinstance(ts, int) or isinstance(ts, bool):
-            raise ValueError("telemetry needs ts (epoch ms) and values (an object)")
-        if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
-            raise ValueError("seq must be an integer")
+        if not isinstance(values_in, dict):
+            raise InputError("bad_telemetry", "telemetry needs values (an object)")
+        if not isinstance(ts, int) or isinstance(ts, bool) or not EARLIEST_TS <= ts <= time.time() * 1000 + FUTURE_MS:
+            raise InputError("bad_timestamp", f"ts must be epoch milliseconds, got {str(ts)[:32]}")
+        if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**53):
+            raise InputError("bad_telemetry", "seq must be a non-negative integer")
         values: dict[str, Value] = {}
         errors: dict[str, str] = {}
         errors_in = data.get("errors")
@@ -135,10 +148,11 @@ class NodeBridge(Extension):
                 continue
             if p.key in values_in:
                 value = values_in[p.key]
-                if _fits(p.dtype, value):
+                problem = _misfit(p.dtype, value)
+                if problem is None:
                     values[p.name] = value
                 else:
-                    errors[p.name] = f"bad value {str(value)[:40]!r}"
+                    errors[p.name] = problem
             elif p.key in node_errors:
                 errors[p.name] = str(node_errors[p.key])[:80]
         if seq is not None:
@@ -214,9 +228,10 @@ class NodeBridge(Extension):
             changes[point.key or name] = checked[name]
         if not state.online:
             raise CommandError("device_offline", f"{node_id} is offline ({state.reason})")
-        request_id = transaction or uuid.uuid4().hex
+        # Our own unguessable id, not the operator's transaction: only this node, answering this request, counts.
+        request_id = uuid.uuid4().hex
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.pending[request_id] = future
+        self.pending[request_id] = (node_id, future)
         try:
             self.ctx.mqtt.publish(
                 f"{PREFIX}/{node_id}/cmd", {"id": request_id, "cmd": "config", "set": changes}, Kind.REPLY, qos=1
@@ -231,14 +246,24 @@ class NodeBridge(Extension):
         return checked
 
     async def on_result(self, message: aiomqtt.Message) -> None:
+        topic = str(message.topic)
+        node_id = topic.split("/")[1]
+        raw = message.payload if isinstance(message.payload, bytes | bytearray) else b""
         try:
-            data = json.loads(message.payload if isinstance(message.payload, bytes | bytearray) else b"")
-            request_id = data.get("id") if isinstance(data, dict) else None
-            future = self.pending.get(request_id) if isinstance(request_id, str) else None
-        except (ValueError, UnicodeDecodeError, TypeError):
+            data = parse_json(raw, max_bytes=MAX_NODE_PAYLOAD)
+        except InputError as exc:
             self.garbage += 1
+            self.ctx.faults.reject(f"node_{exc.code}", topic, exc)
             return
-        if future is not None and not future.done():
+        request_id = data.get("id") if isinstance(data, dict) else None
+        pending = self.pending.get(request_id) if isinstance(request_id, str) else None
+        if pending is None:
+            return  # an answer to nothing we are waiting for (late, or someone else's)
+        owner, future = pending
+        if owner != node_id:
+            self.ctx.faults.reject("node_foreign_result", topic, f"answer to a request sent to {owner}")
+            return
+        if not future.done():
             future.set_result(data)
 
     def status(self) -> dict[str, Any]:
@@ -251,11 +276,14 @@ class NodeBridge(Extension):
         }
 
 
-def _fits(dtype: DataType, value: object) -> bool:
+def _misfit(dtype: DataType, value: object) -> str | None:
+    """Why `value` cannot be this point's reading, or None when it can."""
+    if isinstance(value, BadNumber):
+        return value.reason
     if dtype is DataType.BOOL:
-        return isinstance(value, bool)
+        return None if isinstance(value, bool) else f"bad value {str(value)[:40]!r}"
     if dtype is DataType.STRING or dtype is DataType.ENUM:
-        return isinstance(value, str)
+        return None if isinstance(value, str) and len(value) <= 256 else f"bad value {str(value)[:40]!r}"
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    return math.isfinite(value) and abs(value) < 1e15  # a number, not NaN, not absurd
+        return f"bad value {str(value)[:40]!r}"
+    return None if abs(value) < 1e15 else "too_large"  # a reading, not an absurd number

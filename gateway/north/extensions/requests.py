@@ -17,14 +17,18 @@ from gateway.core.events import Notable
 from gateway.north.extensions.base import Extension
 from gateway.north.extensions.devices import describe_devices
 from gateway.north.extensions.health import gateway_health
-from gateway.north.replies import answer, error_body, parse, transaction_of
+from gateway.north.replies import answer, busy_error, error_body, internal_error, parse, transaction_of
 
 ACTIONS = ("reload", "read", "devices", "health")
+WORKERS = 8
+WAITING = 1024
 
 
 class Requests(Extension):
     def start(self) -> None:
-        self.ctx.mqtt.handle(f"{self.ctx.base}/request/+", self.on_request)
+        self.ctx.mqtt.handle(
+            f"{self.ctx.base}/request/+", self.on_request, refuse=self.on_busy, limit=WAITING, workers=WORKERS
+        )
 
     async def on_request(self, message: aiomqtt.Message) -> None:
         action = str(message.topic).rpartition("/")[2]
@@ -34,6 +38,14 @@ class Requests(Extension):
             body = {"transaction": transaction, "status": "ok", "data": await self._do(action, data)}
         except CommandError as exc:
             body = error_body(transaction or transaction_of(message), exc)
+        except Exception as exc:  # whatever happened, the sender hears back exactly once
+            self.ctx.faults.reject("request_failed", str(message.topic), f"{type(exc).__name__}: {exc}")
+            body = error_body(transaction or transaction_of(message), internal_error(exc))
+        answer(self.ctx.mqtt, message, f"{self.ctx.base}/response/{action}", body)
+
+    def on_busy(self, message: aiomqtt.Message) -> None:
+        action = str(message.topic).rpartition("/")[2]
+        body = error_body(transaction_of(message), busy_error("requests"))
         answer(self.ctx.mqtt, message, f"{self.ctx.base}/response/{action}", body)
 
     async def _do(self, action: str, data: dict[str, Any]) -> Any:

@@ -48,6 +48,11 @@ class ConnectionFailed(TransactionError):
         super().__init__(message)
         self.reason = reason  # connection_refused, connection_reset, port_missing, ...
 
+    @property
+    def dropped(self) -> bool:
+        """The connection was up and went during a transaction: the device in flight broke it, not the link."""
+        return self.reason == "connection_reset"
+
 
 class ModbusExceptionResponse(TransactionError):
     """The device answered with an exception code."""

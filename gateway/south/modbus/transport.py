@@ -20,12 +20,13 @@ import serial
 import serial.rs485
 
 from gateway.config.model import ModbusRtuLink, ModbusRtuTcpLink, ModbusTcpLink
-from gateway.south.modbus.errors import ConnectionFailed, TransactionError
+from gateway.south.modbus.errors import ConnectionFailed, FrameError, TransactionError
 from gateway.south.modbus.framing import Found, MbapFramer, RtuFramer, final_error
 from gateway.south.modbus.pdu import normal_response_length
 
 log = logging.getLogger("cityedge.modbus")
 Framer = RtuFramer | MbapFramer
+NOISE_LIMIT = 4096  # bytes of garbage one transaction may cost before it fails: a noisy line gets its share, no more
 
 
 class Transport(asyncio.Protocol):
@@ -43,6 +44,7 @@ class Transport(asyncio.Protocol):
         self._expect: tuple[int, int, int, int] = (0, 0, 0, 0)  # unit, function, normal length, tid
         self._settle_timer: asyncio.TimerHandle | None = None
         self._found = Found()
+        self._noise_now = 0  # noise bytes during the current transaction
         self._tid = 0
         self.last_rx = 0.0
 
@@ -62,26 +64,36 @@ class Transport(asyncio.Protocol):
         raise NotImplementedError
 
     async def _before_send(self) -> None:
-        """Serial lines: keep the inter-frame silence and drop stale bytes."""
+        """Serial lines: keep the inter-frame silence."""
 
     # -- receiving --------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        self.buf += data
         self.last_rx = asyncio.get_running_loop().time()
         waiter = self._waiter
         if waiter is None or waiter.done():
+            self.noise_bytes += len(data)  # nobody asked: noise, or an answer that came too late
             return
+        self.buf += data
         unit, function, normal_len, tid = self._expect
         found = self.framer.scan(self.buf, unit, function, normal_len, tid)
-        self._found = found
         if found.pdu is not None:
             self.noise_bytes += found.noise
             del self.buf[: found.end]
             self._cancel_settle()
             waiter.set_result(found.pdu)
-        elif found.settled:
+            return
+        if found.dead:  # bytes that can never be the answer: drop them, so every scan stays short
+            self.noise_bytes += found.dead
+            self._noise_now += found.dead
+            del self.buf[: found.dead]
+        if self._found.settled and not found.settled:
+            found = self._found  # a whole wrong frame seen earlier says more than what is left
+        self._found = found
+        if self._noise_now > NOISE_LIMIT or len(self.buf) > NOISE_LIMIT:
             self._cancel_settle()
+            waiter.set_exception(FrameError(f"more than {NOISE_LIMIT} bytes of noise instead of an answer"))
+        elif found.settled and self._settle_timer is None:
             self._settle_timer = asyncio.get_running_loop().call_later(self.settle, self._give_up)
 
     def _give_up(self) -> None:
@@ -110,8 +122,9 @@ class Transport(asyncio.Protocol):
         self._waiter = waiter
         self._expect = (unit, pdu[0], normal_response_length(pdu) if pdu[0] <= 16 else 2, self._tid)
         self._found = Found()
-        if isinstance(self.framer, MbapFramer):
-            self.buf.clear()  # answers to earlier requests are skipped by transaction id anyway
+        self._noise_now = 0
+        self.noise_bytes += len(self.buf)  # whatever is left belongs to no request: late answers, noise
+        self.buf.clear()
         try:
             self._write(self.framer.build(unit, pdu, self._tid))
             return await asyncio.wait_for(waiter, timeout)
@@ -271,13 +284,9 @@ class SerialTransport(Transport):
             self.data_received(data)
 
     async def _before_send(self) -> None:
-        loop = asyncio.get_running_loop()
-        wait = self.last_rx + self.t35 - loop.time()
+        wait = self.last_rx + self.t35 - asyncio.get_running_loop().time()
         if wait > 0:
             await asyncio.sleep(wait)
-        if self.buf:  # late answers and noise from before this request
-            self.noise_bytes += len(self.buf)
-            self.buf.clear()
 
     def _write(self, data: bytes) -> None:
         if self.port is None:
