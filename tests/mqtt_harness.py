@@ -7,7 +7,7 @@ import contextlib
 import json
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from gateway.app import Gateway
 from hil.broker import MosquittoBroker
 from hil.scenario import gateway_config
 from hil.site import Site
+from tests.peers import ModbusPeer
 
 
 @dataclass
@@ -183,3 +184,32 @@ def plain_config(
     }
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+@dataclass
+class Rig:
+    """A gateway polling an independent peer, against a real broker, with a client that sees everything."""
+
+    broker: MosquittoBroker
+    watcher: Watcher
+    gateway: Gateway
+    peer: ModbusPeer
+    tmp: Path
+
+
+@contextlib.asynccontextmanager
+async def peer_rig(
+    broker: MosquittoBroker, tmp: Path, peer: ModbusPeer, devices: list[dict[str, Any]], **sections: Any
+) -> AsyncIterator[Rig]:
+    """Start `peer`, a watcher and a gateway polling `devices` on the peer's link `net`; stop all three after."""
+    await peer.start()
+    path = plain_config(tmp / "gw.yaml", broker, links=[peer.link()], devices=devices, **sections)
+    watcher = Watcher(broker)
+    await watcher.start()
+    gateway = await start_gateway(path)
+    try:
+        yield Rig(broker, watcher, gateway, peer, tmp)
+    finally:
+        await gateway.stop()
+        await watcher.stop()
+        await peer.stop()

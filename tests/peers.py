@@ -68,6 +68,11 @@ class ModbusPeer:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
+    def link(self, link_id: str = "net", timeout: float = 0.3) -> dict[str, object]:
+        """The gateway's link to this peer, for a configuration."""
+        kind = "modbus-rtu-tcp" if self.rtu else "modbus-tcp"
+        return {"id": link_id, "type": kind, "host": "127.0.0.1", "port": self.port, "timeout": timeout}
+
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()

@@ -20,11 +20,10 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.app import Gateway
 from gateway.cli import main
 from gateway.north import mqtt as mqtt_module
 from hil.broker import MosquittoBroker
-from tests.mqtt_harness import Watcher, plain_config, start_gateway
+from tests.mqtt_harness import Rig, Watcher, peer_rig, plain_config
 from tests.peers import ModbusPeer
 from tests.waiting import until
 
@@ -45,32 +44,13 @@ async def _node_online(w: Watcher, node: str) -> None:
     await w.send(f"nodes/{node}/telemetry", json.dumps({"ts": now, "seq": 1, "values": {"temp": 20}}))
 
 
-class Rig:
-    def __init__(self, watcher: Watcher, gateway: Gateway) -> None:
-        self.watcher, self.gateway = watcher, gateway
-
-
 @pytest.fixture
 async def rig(mosquitto: MosquittoBroker, tmp_path: Path) -> AsyncIterator[Rig]:
     peer = ModbusPeer()
     peer.unit(2)
-    await peer.start()
-    path = plain_config(
-        tmp_path / "gw.yaml",
-        mosquitto,
-        links=[{"id": "net", "type": "modbus-tcp", "host": "127.0.0.1", "port": peer.port, "timeout": 0.3}],
-        devices=[{"id": "relay", "profile": "feeder-protection-relay", "link": "net", "unit": 2, "poll": 0.5}],
-        nodes=[{"id": "pole-1"}, {"id": "pole-2"}],
-    )
-    watcher = Watcher(mosquitto)
-    await watcher.start()
-    gateway = await start_gateway(path)
-    try:
-        yield Rig(watcher, gateway)
-    finally:
-        await gateway.stop()
-        await watcher.stop()
-        await peer.stop()
+    relay = {"id": "relay", "profile": "feeder-protection-relay", "link": "net", "unit": 2, "poll": 0.5}
+    async with peer_rig(mosquitto, tmp_path, peer, [relay], nodes=[{"id": "pole-1"}, {"id": "pole-2"}]) as rig:
+        yield rig
 
 
 async def test_a_node_command_result_counts_only_from_that_node(rig: Rig) -> None:
@@ -96,7 +76,7 @@ async def test_a_node_command_result_counts_only_from_that_node(rig: Rig) -> Non
 async def test_the_select_token_reaches_only_its_requester(rig: Rig) -> None:
     w = rig.watcher
     await w.topic(f"{BASE}/relay/availability")
-    eve = Watcher(rig.watcher.broker, topics=(f"{BASE}/#",))  # reads the whole gateway tree
+    eve = Watcher(rig.broker, topics=(f"{BASE}/#",))  # reads the whole gateway tree
     await eve.start()
     try:
         since = len(w.seen)

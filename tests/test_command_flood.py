@@ -21,57 +21,40 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.app import Gateway
 from gateway.north.extensions import commands as commands_feature
 from hil.broker import MosquittoBroker
-from tests.mqtt_harness import Watcher, plain_config, start_gateway
+from tests.mqtt_harness import Rig, Watcher, peer_rig
 from tests.peers import ModbusPeer
 
 BASE = "cityedge/hard"
 REPLIES = "fuzz/replies"
 
 
-class Rig:
-    def __init__(self, watcher: Watcher, gateway: Gateway, peer: ModbusPeer) -> None:
-        self.watcher, self.gateway, self.peer = watcher, gateway, peer
+DEVICES = [
+    {
+        "id": "lamps",
+        "profile": "dali-modbus-gateway",
+        "link": "net",
+        "unit": 1,
+        "poll": 0.5,
+        "params": {"ballasts": 4, "groups": 16},
+        "report": {"mode": "periodic"},
+    },
+    {"id": "relay", "profile": "feeder-protection-relay", "link": "net", "unit": 2, "poll": 0.5},
+]
 
 
-async def _rig(broker: MosquittoBroker, tmp: Path, *, timeout: float = 0.3) -> tuple[Rig, ModbusPeer]:
+def _peer() -> ModbusPeer:
     peer = ModbusPeer()
     peer.unit(1)  # the DALI line
     peer.unit(2)  # the relay
-    await peer.start()
-    path = plain_config(
-        tmp / "gw.yaml",
-        broker,
-        links=[{"id": "net", "type": "modbus-tcp", "host": "127.0.0.1", "port": peer.port, "timeout": timeout}],
-        devices=[
-            {
-                "id": "lamps",
-                "profile": "dali-modbus-gateway",
-                "link": "net",
-                "unit": 1,
-                "poll": 0.5,
-                "params": {"ballasts": 4, "groups": 16},
-                "report": {"mode": "periodic"},
-            },
-            {"id": "relay", "profile": "feeder-protection-relay", "link": "net", "unit": 2, "poll": 0.5},
-        ],
-    )
-    watcher = Watcher(broker)
-    await watcher.start()
-    return Rig(watcher, await start_gateway(path), peer), peer
+    return peer
 
 
 @pytest.fixture
 async def rig(mosquitto: MosquittoBroker, tmp_path: Path) -> AsyncIterator[Rig]:
-    made, peer = await _rig(mosquitto, tmp_path)
-    try:
-        yield made
-    finally:
-        await made.gateway.stop()
-        await made.watcher.stop()
-        await peer.stop()
+    async with peer_rig(mosquitto, tmp_path, _peer(), DEVICES) as rig:
+        yield rig
 
 
 def _is_answer(topic: str) -> bool:
@@ -243,10 +226,10 @@ async def test_beyond_the_queue_commands_are_answered_busy(
     caplog.set_level(logging.WARNING)
     monkeypatch.setattr(commands_feature, "WORKERS", 1)
     monkeypatch.setattr(commands_feature, "WAITING", 20)
-    made, peer = await _rig(mosquitto, tmp_path)
+    peer = _peer()
     peer.units[1].mode = "drip"  # every answer takes a while: the queue fills
-    try:
-        w = made.watcher
+    async with peer_rig(mosquitto, tmp_path, peer, DEVICES) as rig:
+        w = rig.watcher
         await w.topic(f"{BASE}/status")
         messages = [
             (
@@ -268,7 +251,3 @@ async def test_beyond_the_queue_commands_are_answered_busy(
         health = await w.wait_for(lambda s: s.topic == f"{BASE}/health" and s.json()["dropped_inputs"].get("busy"))
         assert health.json()["dropped_inputs"]["busy"] == codes["busy"]
         _no_tracebacks(caplog)
-    finally:
-        await made.gateway.stop()
-        await made.watcher.stop()
-        await peer.stop()

@@ -15,17 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import Gateway
 from hil.broker import MosquittoBroker
-from tests.mqtt_harness import Watcher, plain_config, start_gateway
+from tests.mqtt_harness import Rig, peer_rig
 from tests.peers import INF32, NAN32, ModbusPeer, float32
 
 BASE = "cityedge/hard"
-
-
-class Rig:
-    def __init__(self, watcher: Watcher, gateway: Gateway, peer: ModbusPeer, broker: MosquittoBroker) -> None:
-        self.watcher, self.gateway, self.peer, self.broker = watcher, gateway, peer, broker
 
 
 @pytest.fixture
@@ -36,25 +30,9 @@ async def rig(mosquitto: MosquittoBroker, tmp_path: Path) -> AsyncIterator[Rig]:
     meter.set_float32(0x02, NAN32)
     meter.set_float32(0x04, INF32)
     meter.set_float32(0x46, float32(50.0))
-    await peer.start()
-    path = plain_config(
-        tmp_path / "gw.yaml",
-        mosquitto,
-        links=[{"id": "net", "type": "modbus-tcp", "host": "127.0.0.1", "port": peer.port, "timeout": 0.3}],
-        devices=[
-            {"id": "meter", "profile": "eastron-sdm630", "link": "net", "unit": 1, "poll": 0.2},
-        ],
-        nodes=[{"id": "pole-1"}],
-    )
-    watcher = Watcher(mosquitto)
-    await watcher.start()
-    gateway = await start_gateway(path)
-    try:
-        yield Rig(watcher, gateway, peer, mosquitto)
-    finally:
-        await gateway.stop()
-        await watcher.stop()
-        await peer.stop()
+    meter_config = {"id": "meter", "profile": "eastron-sdm630", "link": "net", "unit": 1, "poll": 0.2}
+    async with peer_rig(mosquitto, tmp_path, peer, [meter_config], nodes=[{"id": "pole-1"}]) as rig:
+        yield rig
 
 
 async def test_nan_and_infinity_registers_are_point_errors(rig: Rig) -> None:

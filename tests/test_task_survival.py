@@ -15,55 +15,27 @@ from typing import Any
 
 import pytest
 
-from gateway.app import Gateway
 from gateway.config.model import StoreSettings
 from gateway.core.supervision import InputFaults, Supervisor
 from gateway.north.extensions import health as health_feature
 from gateway.north.message import Kind, Outgoing
 from gateway.north.outbox import Outbox
 from hil.broker import MosquittoBroker
-from tests.mqtt_harness import Watcher, plain_config, start_gateway
+from tests.mqtt_harness import Rig, peer_rig
 from tests.peers import ModbusPeer, float32
 from tests.waiting import until
 
 BASE = "cityedge/hard"
 
 
-class Rig:
-    def __init__(self, watcher: Watcher, gateway: Gateway, broker: MosquittoBroker, tmp: Path) -> None:
-        self.watcher, self.gateway, self.broker, self.tmp = watcher, gateway, broker, tmp
-
-
 @pytest.fixture
 async def rig(mosquitto: MosquittoBroker, tmp_path: Path) -> AsyncIterator[Rig]:
     peer = ModbusPeer()
     peer.unit(1).set_float32(0x00, float32(231.0))
-    await peer.start()
-    path = plain_config(
-        tmp_path / "gw.yaml",
-        mosquitto,
-        links=[{"id": "net", "type": "modbus-tcp", "host": "127.0.0.1", "port": peer.port, "timeout": 0.3}],
-        devices=[
-            {
-                "id": "meter",
-                "profile": "eastron-sdm630",
-                "link": "net",
-                "unit": 1,
-                "poll": 0.1,
-                "report": {"mode": "periodic"},
-            }
-        ],
-        nodes=[{"id": "pole-1"}],
-    )
-    watcher = Watcher(mosquitto)
-    await watcher.start()
-    gateway = await start_gateway(path)
-    try:
-        yield Rig(watcher, gateway, mosquitto, tmp_path)
-    finally:
-        await gateway.stop()
-        await watcher.stop()
-        await peer.stop()
+    meter = {"id": "meter", "profile": "eastron-sdm630", "link": "net", "unit": 1, "poll": 0.1}
+    meter["report"] = {"mode": "periodic"}
+    async with peer_rig(mosquitto, tmp_path, peer, [meter], nodes=[{"id": "pole-1"}]) as rig:
+        yield rig
 
 
 def _rows(db: Path) -> int:
@@ -186,6 +158,23 @@ async def test_the_supervisor_restarts_a_task_that_fails_and_reports_it() -> Non
     assert status["troubled"]["worker"]["last_error"] == "RuntimeError: failure 2"
     await supervisor.stop()
     assert supervisor.to_json()["running"] == 0
+
+
+async def test_a_task_whose_library_turns_cancellation_into_an_error_still_stops() -> None:
+    runs: list[int] = []
+
+    async def converts() -> None:  # as aiomqtt does when cancelled while connecting
+        runs.append(1)
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise RuntimeError("disconnected") from None
+
+    supervisor = Supervisor()
+    supervisor.spawn("client", converts)
+    await until(lambda: runs, 5, "started")
+    await asyncio.wait_for(supervisor.cancel("client"), 10)
+    assert runs == [1] and supervisor.to_json()["restarts"] == 0  # stopped, not restarted
 
 
 async def test_an_unstorable_message_is_set_aside_and_the_rest_is_written(tmp_path: Path) -> None:

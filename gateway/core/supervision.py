@@ -25,6 +25,7 @@ LOUD_FIRST = 3  # log the first few faults of each kind in full, then one line p
 LOG_EVERY = 1000
 RESTART_PAUSES = (0.1, 0.5, 1.0, 2.0, 5.0)  # seconds before restarting a task that failed 1, 2, ... times in a row
 STABLE_AFTER = 30.0  # a task that ran this long before failing starts again from the shortest pause
+STOP_WAIT = 5.0  # seconds a cancelled task may take to end
 
 
 class InputFaults:
@@ -83,6 +84,8 @@ class Supervisor:
                 raise
             except Exception as exc:
                 record.running = False
+                if being_cancelled():  # a library turned our cancellation into an error: stop, do not restart
+                    raise asyncio.CancelledError from exc
                 record.restarts += 1
                 record.last_error = f"{type(exc).__name__}: {exc}"[:200]
                 log.error("task %s failed (%s); restarting it", record.name, record.last_error, exc_info=True)
@@ -93,12 +96,17 @@ class Supervisor:
             await self._sleep(RESTART_PAUSES[min(failures, len(RESTART_PAUSES)) - 1])
 
     async def cancel(self, name: str) -> None:
+        """Cancel task `name` and wait for it to end, for STOP_WAIT seconds at most."""
         task = self._tasks.pop(name, None)
         if task is None:
             return
         task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=STOP_WAIT)
+        if not done:
+            log.error("task %s did not stop within %gs of being cancelled; leaving it", name, STOP_WAIT)
+            return
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+            task.result()
 
     async def stop(self) -> None:
         for name in list(self._tasks):
@@ -111,6 +119,11 @@ class Supervisor:
             "restarts": sum(r.restarts for r in self.records.values()),
             "troubled": {name: r.to_json() for name, r in sorted(self.records.items()) if r.restarts or not r.running},
         }
+
+
+def being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def guarded(faults: InputFaults, kind: str, context: str, action: Callable[[], object]) -> bool:

@@ -33,7 +33,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.config.model import GatewayConfig, MqttSettings
 from gateway.config.problems import KeyPath
-from gateway.core.supervision import InputFaults, Supervisor
+from gateway.core.supervision import InputFaults, Supervisor, being_cancelled
 from gateway.north.message import Kind, Outgoing, dumps, json_safe
 from gateway.north.queue import MessageQueue
 
@@ -310,6 +310,8 @@ class MqttLink:
                 if self.connected.is_set() or self.stats.failures == 1 or self.stats.failures % 10 == 0:
                     log.warning("MQTT %s:%d: %s", host, port, exc)
             except Exception as exc:  # a bug on this path must not end the uplink for good
+                if being_cancelled():
+                    raise asyncio.CancelledError from exc
                 self.stats.failures += 1
                 log.error("MQTT connection to %s:%d failed unexpectedly: %r", host, port, exc, exc_info=True)
             finally:
@@ -399,6 +401,8 @@ class MqttLink:
             try:
                 await route.handler(message)
             except Exception as exc:  # a bad message must never take the gateway down
+                if being_cancelled():
+                    raise asyncio.CancelledError from exc
                 self.faults.reject("handler_error", str(message.topic), f"{type(exc).__name__}: {exc}")
                 log.debug("traceback of the handler error", exc_info=True)
 
