@@ -27,6 +27,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class ClosedPort:
+    """A loopback port held bound but not listening: connecting to it is refused, and no other process
+    (a test running in parallel, say) can take it until `release()`."""
+
+    def __init__(self) -> None:
+        self._socket: socket.socket | None = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = int(self._socket.getsockname()[1])
+
+    def release(self) -> int:
+        """Let a server of ours bind the port now; returns it."""
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        return self.port
+
+    def __enter__(self) -> ClosedPort:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 def make_test_pki(directory: Path) -> None:
     """A throw-away CA, a server certificate for 127.0.0.1/localhost and a client certificate (openssl CLI)."""
 
@@ -108,6 +131,7 @@ class MosquittoBroker:
             raise RuntimeError(SETUP_HINT)
         self.binary = binary
         self.host = "127.0.0.1"
+        self.fixed_port = port is not None
         self.port = port or free_port()
         self.users = users or {}
         self.dir = Path(tempfile.mkdtemp(prefix="cityedge-mosquitto-"))
@@ -168,14 +192,27 @@ class MosquittoBroker:
         return tool
 
     def start(self, timeout: float = 10.0) -> None:
+        for _ in range(5):
+            if self._start_once(timeout):
+                return
+            if self.fixed_port:
+                break
+            self.port = free_port()  # another process took the port between our pick and mosquitto's bind
+        raise RuntimeError(f"mosquitto did not start on {self.address}: {self.log.read_text()[-2000:]}")
+
+    def _start_once(self, timeout: float) -> bool:
         conf = self._config()
+        mark = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [self.binary, "-c", str(conf)], stdout=log, stderr=log, start_new_session=True
-            )
-        if not wait_for_port(self.host, self.port, timeout):
-            self.stop()
-            raise RuntimeError(f"mosquitto did not start on {self.address}: {self.log.read_text()[-2000:]}")
+            process = subprocess.Popen([self.binary, "-c", str(conf)], stdout=log, stderr=log, start_new_session=True)
+        self.process = process
+        opened = wait_for_port(self.host, self.port, timeout)
+        time.sleep(0.05)  # a mosquitto that could not bind exits at once; the port may be someone else's
+        refused = b"Address already in use" in self.log.read_bytes()[mark:]
+        if opened and process.poll() is None and not refused:
+            return True
+        self.stop()
+        return False
 
     def stop(self, timeout: float = 5.0) -> None:
         process, self.process = self.process, None

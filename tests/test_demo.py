@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import signal
 import sys
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +21,19 @@ ROOT = Path(__file__).resolve().parent.parent
 BASE = "cityedge/demo-block"
 
 
+def _processes_tagged(tag: str) -> list[int]:
+    """Our own processes: those whose environment carries `tag` (children inherit it), however deep."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if f"CITYEDGE_TEST_RUN={tag}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+    return found
+
+
 async def test_demo_with_faults() -> None:
+    tag = uuid.uuid4().hex  # tests run in parallel: only the processes this demo started count
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -32,6 +46,7 @@ async def test_demo_with_faults() -> None:
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "CITYEDGE_TEST_RUN": tag},
     )
     assert proc.stdout is not None
     banner = ""
@@ -132,11 +147,7 @@ async def test_demo_with_faults() -> None:
         finally:
             reader.cancel()
     assert proc.returncode == 0
-    leftovers = await asyncio.create_subprocess_exec(
-        "pgrep", "-f", "hil/node/micropython/launch.py", stdout=asyncio.subprocess.PIPE
-    )
-    out, _ = await leftovers.communicate()
-    assert out == b"", "no node process may outlive the demo"
+    assert _processes_tagged(tag) == [], "no process of the demo (nodes, broker, emulators) may outlive it"
 
 
 async def test_demo_without_mosquitto_uses_the_embedded_broker(monkeypatch: object) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import aiomqtt
 import yaml
 
-from hil.broker import MosquittoBroker, free_port
+from hil.broker import ClosedPort, MosquittoBroker
 from tests.mqtt_harness import Watcher
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,13 +195,14 @@ async def test_failover_to_the_next_broker(tmp_path: Path) -> None:
     with MosquittoBroker() as broker:
         watcher = Watcher(broker)
         await watcher.start()
-        config = gateway_file(tmp_path, {"port": free_port(), "failover": [f"127.0.0.1:{broker.port}"]})
-        run = Run(config)
-        try:
-            await _online(watcher)
-        finally:
-            assert run.finish()[0] == 0
-            await watcher.stop()
+        with ClosedPort() as dead:  # the first broker: nobody listens there, nobody can start listening
+            config = gateway_file(tmp_path, {"port": dead.port, "failover": [f"127.0.0.1:{broker.port}"]})
+            run = Run(config)
+            try:
+                await _online(watcher)
+            finally:
+                assert run.finish()[0] == 0
+                await watcher.stop()
 
 
 async def test_will_on_sigkill_and_offline_on_clean_stop(tmp_path: Path) -> None:

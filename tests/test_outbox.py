@@ -21,7 +21,7 @@ from gateway.config.model import GatewayConfig, StoreSettings
 from gateway.north.message import Kind, Outgoing
 from gateway.north.mqtt import MqttLink
 from gateway.north.outbox import Outbox
-from hil.broker import MosquittoBroker, free_port
+from hil.broker import ClosedPort, MosquittoBroker
 from hil.fixtures import SiteFactory
 from hil.scenario import gateway_config
 from tests.waiting import until
@@ -143,7 +143,8 @@ async def test_sigkilled_gateway_during_an_outage_delivers_everything(
             "devices": [{"id": "meter", "profile": "eastron-sdm120", "link": "net", "unit": 1, "poll": 0.2}],
         }
     )
-    port = free_port()
+    reserved = ClosedPort()  # where the broker will be: refused until it starts, and nobody else's meanwhile
+    port = reserved.port
     data = gateway_config(site.loaded, site.endpoint_addresses())
     data["devices"][0]["report"] = {"mode": "periodic"}
     data["mqtt"] = {"port": port, "keepalive": 2}
@@ -161,7 +162,7 @@ async def test_sigkilled_gateway_during_an_outage_delivers_everything(
     }
     db.close()
     assert len(stored) > 15  # three lives of about two seconds of 200 ms polls
-    with MosquittoBroker(port=port) as broker:
+    with MosquittoBroker(port=reserved.release()) as broker:
         collector = Collector(broker, "cityedge/#")
         await asyncio.wait_for(collector.ready.wait(), 10)
         gateway = _run_gateway(config)

@@ -189,3 +189,13 @@ async def test_an_unstorable_message_is_set_aside_and_the_rest_is_written(tmp_pa
     assert faults.counts["outbox_bad_timestamp"] == 1 and faults.counts["outbox_unstorable"] == 1
     assert _rows(tmp_path / "outbox.db") == 6
     await box.stop()
+
+
+def test_a_refused_input_is_logged_on_one_line_whatever_it_carries(caplog: pytest.LogCaptureFixture) -> None:
+    faults = InputFaults()
+    faults.reject("node_bad_json", "nodes/evil\nFAKE LOG LINE\x1b[31m/\udcff/telemetry", "x" * 5000)
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert "\n" not in message and "\x1b" not in message and "\udcff" not in message
+    assert "FAKE LOG LINE" in message and len(message) < 600
+    message.encode("utf-8")  # no lone surrogate left to break a log shipper

@@ -39,7 +39,8 @@ class InputFaults:
         self.counts[kind] += 1
         count = self.counts[kind]
         if count <= LOUD_FIRST or count % LOG_EVERY == 0:
-            log.warning("dropped input (%s) from %s: %s [%d of this kind so far]", kind, context, reason, count)
+            shown = printable(context), printable(reason)
+            log.warning("dropped input (%s) from %s: %s [%d of this kind so far]", kind, *shown, count)
 
     def to_json(self) -> dict[str, int]:
         return dict(sorted(self.counts.items()))
@@ -119,6 +120,15 @@ class Supervisor:
             "restarts": sum(r.restarts for r in self.records.values()),
             "troubled": {name: r.to_json() for name, r in sorted(self.records.items()) if r.restarts or not r.running},
         }
+
+
+def printable(text: object, limit: int = 200) -> str:
+    """Text from outside, safe for one log line: no line breaks, control characters or lone surrogates."""
+    shown = str(text)
+    if not shown.isprintable() or len(shown) > limit:
+        shown = shown.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+        shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in shown)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 def being_cancelled() -> bool:

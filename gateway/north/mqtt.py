@@ -322,6 +322,7 @@ class MqttLink:
                 return
             lifetime = None if connected_at is None else loop.time() - connected_at
             wait, conflict = policy.after(lifetime, taken_over=taken_over)
+            log.debug("MQTT %s:%d: connection lasted %s; next attempt in %.2fs", host, port, lifetime, wait)
             if conflict:
                 self._taken_over(host, port, wait)
             elif lifetime is None:
@@ -351,7 +352,7 @@ class MqttLink:
         self.stats.takeovers += 1
         log.error(
             "MQTT %s:%d keeps closing our connection as soon as it is made: another client is connecting with "
-            "our client id %r (two gateways, or a tool, share it). Not fighting for it: trying again in %.0fs. "
+            "our client id %r (two gateways, or a tool, share it). Not fighting for it: trying again in %gs. "
             "Give each gateway its own gateway.id or mqtt.client_id.",
             host,
             port,
