@@ -11,10 +11,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from gateway.config.problems import ConfigError, KeyPath, Problem, did_you_mean
-from gateway.config.types import Duration, Identifier, Strict
-from gateway.config.validate import validate
-from gateway.config.yamlsource import YamlSource, load_yaml
+from gateway.common.problems import ConfigError, KeyPath, Problem, did_you_mean
+from gateway.common.types import Duration, Identifier, Strict
+from gateway.common.validate import validate
+from gateway.common.yamlsource import YamlSource, load_yaml
 from gateway.profiles.expand import ResolvedProfile, expand
 from gateway.profiles.registry import ProfileRegistry
 from hil.behaviours import BEHAVIOURS

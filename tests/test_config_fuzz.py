@@ -8,8 +8,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.common.problems import ConfigError
 from gateway.config.loader import load_config
-from gateway.config.problems import ConfigError
 from gateway.profiles.registry import SHIPPED_DIR, load_profile
 
 ROOT = Path(__file__).resolve().parent.parent

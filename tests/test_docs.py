@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.common.problems import ConfigError
+from gateway.common.validate import validate
+from gateway.common.yamlsource import parse_yaml
 from gateway.config.model import GatewayConfig
-from gateway.config.problems import ConfigError
-from gateway.config.validate import validate
-from gateway.config.yamlsource import parse_yaml
 from gateway.profiles.expand import expand
 from gateway.profiles.model import Profile
 from hil.scenario import load_scenario

@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.config.problems import ConfigError
+from gateway.common.problems import ConfigError
 from gateway.technician import NodeToolError
 from gateway.technician.flash import CHIPS, inspect_bytes
 from gateway.technician.provision import load_inventory, node_config, node_settings

@@ -197,7 +197,7 @@ def test_profile_limits_are_respected_by_point_size(tmp_path: Any) -> None:
     )
     path = tmp_path / "big.yaml"
     path.write_text(text)
-    from gateway.config.problems import ConfigError
+    from gateway.common.problems import ConfigError
     from gateway.profiles.registry import load_profile
 
     with pytest.raises(ConfigError, match="point needs 10 registers but the device reads at most 4 at once"):

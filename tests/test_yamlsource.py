@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.config.problems import ConfigError, Problem, did_you_mean, format_path
-from gateway.config.yamlsource import load_yaml, parse_yaml
+from gateway.common.problems import ConfigError, Problem, did_you_mean, format_path
+from gateway.common.yamlsource import load_yaml, parse_yaml
 from gateway.profiles.expr import ExpressionError, evaluate
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from gateway import __version__
 from gateway.cli import acl, check, demo, hil, node, plan, probe, profiles, run
 from gateway.cli.errors import UsageError
-from gateway.config.problems import ConfigError
+from gateway.common.problems import ConfigError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 

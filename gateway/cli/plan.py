@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli.errors import UsageError
+from gateway.common.problems import did_you_mean
 from gateway.config.loader import load_config
-from gateway.config.problems import did_you_mean
 from gateway.core.device import Device
 
 

@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 
 from gateway.cli.errors import UsageError
+from gateway.common.problems import did_you_mean
 from gateway.config.model import DeviceConfig, ModbusRtuLink, ModbusRtuTcpLink, ModbusTcpLink
-from gateway.config.problems import did_you_mean
 from gateway.core.commands import CommandError, check_value
 from gateway.core.device import Device
 from gateway.core.pointio import read_point, write_point

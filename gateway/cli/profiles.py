@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli.errors import UsageError
-from gateway.config.problems import ConfigError, Problem, did_you_mean
+from gateway.common.problems import ConfigError, Problem, did_you_mean
 from gateway.config.schema import SCHEMAS, json_schema
 from gateway.profiles.expand import PointSpec
 from gateway.profiles.registry import ProfileRegistry, load_profile, resolve

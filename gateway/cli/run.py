@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.config.problems import ConfigError
+from gateway.common.problems import ConfigError
 
 LEVELS = ("debug", "info", "warning", "error")
 

@@ -15,10 +15,10 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from gateway.common.problems import ConfigError, KeyPath, Problem, did_you_mean, format_path
+from gateway.common.validate import validate
+from gateway.common.yamlsource import YamlSource, load_yaml
 from gateway.config.model import DeviceConfig, GatewayConfig, GatewayInfo, Link, NodeConfig
-from gateway.config.problems import ConfigError, KeyPath, Problem, did_you_mean, format_path
-from gateway.config.validate import validate
-from gateway.config.yamlsource import YamlSource, load_yaml
 from gateway.profiles.expand import Issue, ResolvedProfile, expand
 from gateway.profiles.model import Profile
 from gateway.profiles.registry import ProfileRegistry

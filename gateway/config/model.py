@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from gateway.config.types import DAY, Duration, Identifier, Seconds, Strict, Within
+from gateway.common.types import DAY, Duration, Identifier, Seconds, Strict, Within
 from gateway.profiles.model import PointFields
 
 Port = Annotated[int, Field(ge=1, le=65535)]

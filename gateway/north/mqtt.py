@@ -31,8 +31,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from gateway.common.problems import KeyPath
 from gateway.config.model import GatewayConfig, MqttSettings
-from gateway.config.problems import KeyPath
 from gateway.core.supervision import InputFaults, Supervisor, being_cancelled
 from gateway.north.message import Kind, Outgoing, dumps, json_safe
 from gateway.north.queue import MessageQueue

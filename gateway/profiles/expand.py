@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config.problems import KeyPath, format_path
+from gateway.common.problems import KeyPath, format_path
 from gateway.points.codec import (
     FLOAT_TYPES,
     INTEGER_TYPES,

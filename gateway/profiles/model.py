@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from gateway.config.types import DAY, Duration, Seconds, Strict, Within
+from gateway.common.types import DAY, Duration, Seconds, Strict, Within
 from gateway.points.codec import ByteOrder, DataType
 
 Number = int | float

@@ -10,9 +10,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import device_profiles
-from gateway.config.problems import ConfigError, Problem
-from gateway.config.validate import validate
-from gateway.config.yamlsource import YamlSource, load_yaml
+from gateway.common.problems import ConfigError, Problem
+from gateway.common.validate import validate
+from gateway.common.yamlsource import YamlSource, load_yaml
 from gateway.profiles.expand import Issue, ResolvedProfile, expand
 from gateway.profiles.model import Profile
 

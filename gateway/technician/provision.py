@@ -18,10 +18,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from gateway.config.problems import ConfigError
-from gateway.config.types import Identifier, Strict
-from gateway.config.validate import validate
-from gateway.config.yamlsource import YamlSource, load_yaml
+from gateway.common.problems import ConfigError
+from gateway.common.types import Identifier, Strict
+from gateway.common.validate import validate
+from gateway.common.yamlsource import YamlSource, load_yaml
 from gateway.technician import NodeToolError
 from gateway.technician.board import NODE_STATE, Board, mask_secrets
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiomqtt
 
-from gateway.config.problems import ConfigError
+from gateway.common.problems import ConfigError
 from gateway.core.commands import CommandError
 from gateway.core.events import Notable
 from gateway.north.extensions.base import Extension

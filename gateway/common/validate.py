@@ -8,8 +8,8 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from gateway.config.problems import ConfigError, Problem, did_you_mean
-from gateway.config.yamlsource import YamlSource
+from gateway.common.problems import ConfigError, Problem, did_you_mean
+from gateway.common.yamlsource import YamlSource
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from gateway.config.problems import ConfigError, KeyPath, Problem
+from gateway.common.problems import ConfigError, KeyPath, Problem
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
 
