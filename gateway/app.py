@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.config.loader import LoadedConfig, load_config
 from gateway.core.engine import Engine
-from gateway.core.events import EventBus, Notable
+from gateway.core.events import ClientIdConflict, EventBus, GatewayStarted, OutboxDropped
 from gateway.core.supervision import InputFaults, Supervisor
 from gateway.north.extensions.availability import Availability
 from gateway.north.extensions.base import Context, Extension
@@ -54,14 +54,12 @@ class Gateway:
         self.engine = Engine(self.bus, supervisor=self.supervisor)
         self.queue = Outbox(
             self.loaded.config.store,
-            on_drop=lambda d: self.bus.publish(Notable("outbox_dropped", d)),
+            on_drop=lambda d: self.bus.publish(OutboxDropped(**d)),
             faults=self.faults,
             supervisor=self.supervisor,
         )
         self.mqtt = MqttLink(self.loaded.config, self.queue, faults=self.faults, supervisor=self.supervisor)
-        self.mqtt.on_takeover = lambda broker: self.bus.publish(
-            Notable("client_id_conflict", {"broker": broker, "client_id": self.loaded.config.client_id})
-        )
+        self.mqtt.on_takeover = lambda broker: self.bus.publish(ClientIdConflict(broker, self.loaded.config.client_id))
         self.ctx = Context(
             self.loaded, self.bus, self.engine, self.mqtt, self.reload, faults=self.faults, supervisor=self.supervisor
         )
@@ -75,7 +73,7 @@ class Gateway:
         self.mqtt.start()
         await self.engine.start(self.loaded)
         config = self.loaded.config
-        self.bus.publish(Notable("started", {"devices": len(config.devices), "links": len(config.links)}))
+        self.bus.publish(GatewayStarted(devices=len(config.devices), links=len(config.links)))
         log.info(
             "gateway %s started: %d links, %d devices, MQTT %s:%d under %s",
             config.gateway.id,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.device import Device, PollGroup
-from gateway.core.events import DeviceUpdate, EventBus, HealthChanged, Notable
+from gateway.core.events import DeviceUpdate, EventBus, HealthChanged, LinkDown, LinkUp
 from gateway.core.health import Counters, State
 from gateway.core.supervision import Supervisor
 from gateway.south.modbus.errors import ConnectionFailed, ModbusExceptionResponse, TransactionError
@@ -156,13 +156,13 @@ class LinkScheduler:
         self._retry_at = asyncio.get_running_loop().time() + backoff * self._rng.uniform(0.8, 1.2)
         if self.stats.state != "down":
             log.warning("link %s down: %s", self.id, exc)
-            self.bus.publish(Notable("link_down", {"link": self.id, "reason": exc.reason, "message": str(exc)}))
+            self.bus.publish(LinkDown(self.id, exc.reason, str(exc)))
         self.stats.state, self.stats.reason = "down", exc.reason
 
     def _link_up(self) -> None:
         if self.stats.state != "up":
             log.info("link %s up", self.id)
-            self.bus.publish(Notable("link_up", {"link": self.id}))
+            self.bus.publish(LinkUp(self.id))
         self.stats.state, self.stats.reason, self.stats.reconnect_backoff = "up", None, 0.0
 
     # -- polling ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ Degraded devices are available: they answer, with some errors.
 
 from __future__ import annotations
 
-from gateway.core.events import HealthChanged, Notable
+from gateway.core.events import DeviceOffline, DeviceOnline, HealthChanged
 from gateway.north.extensions.base import Extension
 from gateway.north.message import Kind
 
@@ -20,8 +20,8 @@ class Availability(Extension):
     def on_change(self, event: HealthChanged) -> None:
         self._publish(event.device, event.state, dict(event.health))
         if event.previous is not None and (event.state == "offline") != (event.previous == "offline"):
-            kind = "device_offline" if event.state == "offline" else "device_online"
-            self.ctx.bus.publish(Notable(kind, {"device": event.device, "reason": event.reason}))
+            offline = event.state == "offline"
+            self.ctx.bus.publish(DeviceOffline(event.device, event.reason) if offline else DeviceOnline(event.device))
 
     def _publish(self, device: str, state: str, health: dict[str, object]) -> None:
         base, mqtt = self.ctx.base, self.ctx.mqtt

@@ -21,7 +21,7 @@ from typing import Any
 import aiomqtt
 
 from gateway.core.commands import CommandError, check_value
-from gateway.core.events import Notable
+from gateway.core.events import CommandAudited
 from gateway.north.extensions.base import Extension
 from gateway.north.mqtt import response_info
 from gateway.north.replies import answer, busy_error, error_body, internal_error, parse, transaction_of
@@ -74,16 +74,16 @@ class Commands(Extension):
     def _finish(self, message: aiomqtt.Message, device: str, data: dict[str, Any], body: dict[str, Any]) -> None:
         """The one answer, and the audit record of what was asked, by whom, and what came of it."""
         answer(self.ctx.mqtt, message, f"{self.ctx.base}/{device}/set/result", body)
-        audit: dict[str, Any] = {"device": device, "transaction": body["transaction"], "status": body["status"]}
-        for key in ("values", "select"):
-            if isinstance(data.get(key), dict):
-                audit[key] = data[key]
-        if "error" in body:
-            audit["error"] = body["error"]
-        sender = sender_of(message)
-        if sender:
-            audit["sender"] = sender
-        self.ctx.bus.publish(Notable("command", audit))
+        asked = {key: data[key] if isinstance(data.get(key), dict) else None for key in ("values", "select")}
+        audit = CommandAudited(
+            device,
+            body["transaction"],
+            body["status"],
+            **asked,
+            error=body.get("error"),
+            sender=sender_of(message) or None,
+        )
+        self.ctx.bus.publish(audit)
 
     async def _execute(
         self, device: str, data: dict[str, Any], transaction: str | None, requester: str | None

@@ -23,7 +23,7 @@ from typing import Any
 import aiomqtt
 
 from gateway.core.commands import CommandError, check_value
-from gateway.core.events import Notable
+from gateway.core.events import DeviceOffline, DeviceOnline, UnknownNode
 from gateway.core.inputs import BadNumber, InputError, parse_json, without_bad_numbers
 from gateway.north.acl import NODE_PREFIX
 from gateway.north.extensions.base import Extension
@@ -96,7 +96,7 @@ class NodeBridge(Extension):
                 self.ctx.faults.reject("node_bad_topic", str(message.topic)[:100], "node id longer than 64")
             elif node_id not in self.unknown and len(self.unknown) < MAX_UNKNOWN:
                 self.unknown.add(node_id)
-                self.ctx.bus.publish(Notable("unknown_node", {"node": node_id, "topic": str(message.topic)}))
+                self.ctx.bus.publish(UnknownNode(node_id, str(message.topic)))
             return
         raw = message.payload if isinstance(message.payload, bytes | bytearray) else str(message.payload).encode()
         try:
@@ -173,8 +173,7 @@ class NodeBridge(Extension):
         state.online, state.reason = online, reason
         self._publish_health(node_id, state)
         if previous is not None or not online:
-            kind = "device_online" if online else "device_offline"
-            self.ctx.bus.publish(Notable(kind, {"device": node_id, "reason": reason}))
+            self.ctx.bus.publish(DeviceOnline(node_id) if online else DeviceOffline(node_id, reason))
 
     def _publish_health(self, node_id: str, state: NodeState) -> None:
         base, mqtt = self.ctx.base, self.ctx.mqtt

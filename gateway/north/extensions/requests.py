@@ -13,7 +13,7 @@ import aiomqtt
 
 from gateway.common.problems import ConfigError
 from gateway.core.commands import CommandError
-from gateway.core.events import Notable
+from gateway.core.events import ReloadApplied, ReloadRefused
 from gateway.north.extensions.base import Extension
 from gateway.north.extensions.devices import describe_devices
 from gateway.north.extensions.health import gateway_health
@@ -67,8 +67,8 @@ class Requests(Extension):
             report = await self.ctx.reload()
         except ConfigError as exc:
             problems = [str(p) for p in exc.problems]
-            self.ctx.bus.publish(Notable("reload_refused", {"problems": problems[:20]}))
+            self.ctx.bus.publish(ReloadRefused(tuple(problems[:20])))
             message = f"configuration not applied: {len(problems)} problem(s)"
             raise CommandError("invalid_config", message, details=problems) from None
-        self.ctx.bus.publish(Notable("reloaded", report))
+        self.ctx.bus.publish(ReloadApplied(report))
         return report
