@@ -1,7 +1,11 @@
-"""The gateway a city installs: engine, MQTT link and features, run until told to stop.
+"""The gateway a city installs: its sources, its core, its outputs, run until told to stop.
 
-`Gateway.run()` starts everything, handles SIGTERM/SIGINT, reloads on request (only
-what changed restarts), and on a clean stop says offline before disconnecting.
+Data flows from the sources (polled links through the engine, ESP32 nodes) into the
+core (the event bus, the live state store, the command service) and out through the
+features that publish the CityEdge topic tree and Home Assistant discovery over the
+MQTT session. `Gateway.run()` starts everything, handles SIGTERM/SIGINT, reloads on
+request (only what changed restarts), and on a clean stop says offline before
+disconnecting.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config.loader import LoadedConfig, load_config
-from gateway.core.engine import Engine
+from gateway.core.commands import CommandService
+from gateway.core.engine import Engine, EngineSource
 from gateway.core.events import ClientIdConflict, EventBus, GatewayStarted, OutboxDropped
+from gateway.core.state import StateStore
 from gateway.core.supervision import InputFaults, Supervisor
 from gateway.north.extensions.availability import Availability
 from gateway.north.extensions.base import Context, Extension
@@ -23,11 +29,11 @@ from gateway.north.extensions.devices import DeviceList
 from gateway.north.extensions.events import EventPublisher
 from gateway.north.extensions.health import GatewayHealth
 from gateway.north.extensions.homeassistant import HomeAssistant
-from gateway.north.extensions.nodes import NodeBridge
 from gateway.north.extensions.requests import Requests
 from gateway.north.extensions.state import StatePublisher
 from gateway.north.mqtt import MqttLink
 from gateway.north.outbox import Outbox
+from gateway.south.nodes.source import NodeSource
 
 log = logging.getLogger("cityedge")
 
@@ -40,7 +46,6 @@ EXTENSIONS: tuple[type[Extension], ...] = (
     Commands,
     Requests,
     HomeAssistant,
-    NodeBridge,
 )
 
 
@@ -48,20 +53,31 @@ class Gateway:
     def __init__(self, path: Path, loaded: LoadedConfig | None = None) -> None:
         self.path = path
         self.loaded = loaded or load_config(path)
+        config = self.loaded.config
         self.bus = EventBus()
         self.faults = InputFaults()
         self.supervisor = Supervisor()
-        self.engine = Engine(self.bus, supervisor=self.supervisor)
+        self.store = StateStore(self.bus, faults=self.faults, supervisor=self.supervisor)
+        self.commands = CommandService(self.bus, self.store, lambda: self.loaded.config.gateway.sbo_timeout)
+        self.engine = Engine(self.bus, store=self.store, supervisor=self.supervisor)
         self.queue = Outbox(
-            self.loaded.config.store,
+            config.store,
             on_drop=lambda d: self.bus.publish(OutboxDropped(**d)),
             faults=self.faults,
             supervisor=self.supervisor,
         )
-        self.mqtt = MqttLink(self.loaded.config, self.queue, faults=self.faults, supervisor=self.supervisor)
-        self.mqtt.on_takeover = lambda broker: self.bus.publish(ClientIdConflict(broker, self.loaded.config.client_id))
+        self.mqtt = MqttLink(config, self.queue, faults=self.faults, supervisor=self.supervisor)
+        self.mqtt.on_takeover = lambda broker: self.bus.publish(ClientIdConflict(broker, config.client_id))
+        self.nodes = NodeSource(
+            self.loaded, self.bus, self.store, self.mqtt, faults=self.faults, supervisor=self.supervisor
+        )
+        self.commands.add_source("polled", EngineSource(self.engine))
+        self.commands.add_source("node", self.nodes)
+        self.store.section("links", self.engine.link_health)
+        self.store.section("outbox", self.queue.status)
+        self.store.section("mqtt", self.mqtt.status)
         self.ctx = Context(
-            self.loaded, self.bus, self.engine, self.mqtt, self.reload, faults=self.faults, supervisor=self.supervisor
+            self.loaded, self.bus, self.store, self.commands, self.mqtt, self.reload, self.faults, self.supervisor
         )
         self.extensions = [cls(self.ctx) for cls in EXTENSIONS]
         self.stopping = asyncio.Event()
@@ -69,16 +85,18 @@ class Gateway:
     async def start(self) -> None:
         for extension in self.extensions:
             extension.start()
+        self.nodes.start()
         self.queue.start()
+        await self.engine.start(self.loaded)  # the devices are in the store before the first birth messages
         self.mqtt.start()
-        await self.engine.start(self.loaded)
         config = self.loaded.config
         self.bus.publish(GatewayStarted(devices=len(config.devices), links=len(config.links)))
         log.info(
-            "gateway %s started: %d links, %d devices, MQTT %s:%d under %s",
+            "gateway %s started: %d links, %d devices, %d nodes, MQTT %s:%d under %s",
             config.gateway.id,
             len(config.links),
             len(config.devices),
+            len(config.nodes),
             config.mqtt.host,
             config.mqtt.port,
             config.base_topic,
@@ -87,6 +105,7 @@ class Gateway:
     async def stop(self) -> None:
         log.info("stopping")
         await self.engine.stop()
+        await self.nodes.stop()
         for extension in reversed(self.extensions):
             await extension.stop()
         await self.mqtt.stop()
@@ -102,6 +121,7 @@ class Gateway:
             notes.append("mqtt and gateway id changes take effect at the next restart")
             loaded = _keep_mqtt(loaded, old)
         report = await self.engine.apply(loaded)
+        self.nodes.reload(loaded)
         self.loaded = self.ctx.loaded = loaded
         for extension in self.extensions:
             extension.reloaded()

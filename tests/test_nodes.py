@@ -184,8 +184,8 @@ async def test_a_thousand_malformed_node_messages(world: World) -> None:
         await world.watcher.send("nodes/pole-2/telemetry", bad[i % len(bad)])
     await world.watcher.send("nodes/pole-2/status", b"sideways")
     await world.watcher.send("nodes/stranger/telemetry", b'{"ts": 1, "values": {}}')
-    bridge = next(e for e in world.gateway.extensions if type(e).__name__ == "NodeBridge")
-    await until(lambda: bridge.garbage >= 1001, 30, "all malformed messages counted")  # type: ignore[attr-defined]
+    bridge = world.gateway.nodes
+    await until(lambda: bridge.garbage >= 1001, 30, "all malformed messages counted")
     event = await world.watcher.wait_for(lambda s: s.topic == f"{BASE}/event" and s.json()["kind"] == "unknown_node")
     assert event.json()["node"] == "stranger"
     health = await world.watcher.wait_for(

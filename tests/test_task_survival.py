@@ -17,7 +17,6 @@ import pytest
 
 from gateway.config.model import StoreSettings
 from gateway.core.supervision import InputFaults, Supervisor
-from gateway.north.extensions import health as health_feature
 from gateway.north.message import Kind, Outgoing
 from gateway.north.outbox import Outbox
 from hil.broker import MosquittoBroker
@@ -122,16 +121,17 @@ async def test_a_crashed_link_scheduler_is_restarted_and_reported(rig: Rig, monk
 async def test_a_failing_periodic_publisher_runs_again(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     w = rig.watcher
     await w.topic(f"{BASE}/health")
-    original = health_feature.gateway_health
+    store = rig.gateway.store
+    original = store.gateway_health
     failures = {"left": 2}
 
-    def flaky(ctx: Any) -> dict[str, Any]:
+    def flaky() -> dict[str, Any]:
         if failures["left"]:
             failures["left"] -= 1
             raise ValueError("one bad health round")
-        return original(ctx)
+        return original()
 
-    monkeypatch.setattr(health_feature, "gateway_health", flaky)
+    monkeypatch.setattr(store, "gateway_health", flaky)
     since = len(w.seen)
     seen = await w.wait_for(
         lambda s: s.topic == f"{BASE}/health" and "periodic_failed" in s.json()["dropped_inputs"],

@@ -59,6 +59,7 @@ class MqttSettings(Strict):
     qos: Literal[0, 1] = 1
     retain_state: bool = Field(False, description="publish device state retained")
     failover: list[str] = Field(default_factory=list, description="further brokers as host:port, tried in order")
+    node_prefix: str = Field("nodes", description="topic level the ESP32 nodes publish under (their `topic` setting)")
 
     password: None = Field(None, description="not allowed: use password_env or password_file")
 
@@ -74,11 +75,11 @@ class MqttSettings(Strict):
             raise ValueError("set password_env or password_file, not both")
         return self
 
-    @field_validator("base_topic")
+    @field_validator("base_topic", "node_prefix")
     @classmethod
     def _topic(cls, value: str | None) -> str | None:
         if value is not None and (not value or any(c in value for c in "+#\0") or value.endswith("/")):
-            raise ValueError(f"base topic {value!r} must be non-empty, without + # or a trailing /")
+            raise ValueError(f"topic {value!r} must be non-empty, without + # or a trailing /")
         return value
 
     @field_validator("failover")

@@ -6,6 +6,7 @@ import hashlib
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.config.model import DeviceConfig
 from gateway.core.health import DeviceHealth
@@ -40,6 +41,8 @@ def stable_fraction(text: str) -> float:
 
 
 class Device:
+    source = "polled"  # the command service reaches it through the engine
+
     def __init__(self, config: DeviceConfig, resolved: ResolvedProfile, link_timeout: float) -> None:
         self.id = config.id
         self.config = config
@@ -56,6 +59,8 @@ class Device:
         self.values: dict[str, Value] = {}
         self.errors: dict[str, str] = {}
         self.groups = self._groups()
+        self.group_of = {p.name: g.name for g in self.groups for p in g.points}
+        self.group_ts: dict[str, int] = {}  # epoch ms each poll group last finished a cycle
 
     def _groups(self) -> list[PollGroup]:
         intervals = {**self.resolved.profile.poll_groups, **self.config.poll_groups}
@@ -75,6 +80,14 @@ class Device:
         """First due times: spread over one interval by device id, so a hundred devices never fire together."""
         for group in self.groups:
             group.next_due = now + group.interval * stable_fraction(f"{self.id}/{group.name}")
+
+    def point_ts(self, name: str) -> int | None:
+        group = self.group_of.get(name)
+        return None if group is None else self.group_ts.get(group)
+
+    def describe(self) -> dict[str, Any]:
+        config = self.config
+        return {"link": config.link, "unit": config.unit, "poll_s": config.poll, "enabled": config.enabled}
 
     def replan(self) -> None:
         for group in self.groups:

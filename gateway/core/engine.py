@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from gateway.core.events import EventBus
 from gateway.core.health import State
 from gateway.core.pointio import read_point, write_point
 from gateway.core.scheduler import LinkScheduler
+from gateway.core.state import StateStore
 from gateway.core.supervision import Supervisor
 from gateway.points.codec import CodecError, NotFiniteError, Value
 from gateway.profiles.expand import PointSpec
@@ -47,8 +49,9 @@ class ApplyReport:
 
 
 class Engine:
-    def __init__(self, bus: EventBus, *, supervisor: Supervisor | None = None) -> None:
+    def __init__(self, bus: EventBus, *, store: StateStore | None = None, supervisor: Supervisor | None = None) -> None:
         self.bus = bus
+        self.store = store
         self.supervisor = supervisor or Supervisor()
         self.links: dict[str, LinkScheduler] = {}
         self.devices: dict[str, Device] = {}
@@ -66,6 +69,9 @@ class Engine:
         self._running = False
         for scheduler in self.links.values():
             await scheduler.stop()
+        if self.store is not None:
+            for device_id in self.devices:
+                self.store.remove(device_id)
         self.links.clear()
         self.devices.clear()
         self._link_of.clear()
@@ -116,12 +122,16 @@ class Engine:
         self.devices[config.id] = device
         self._link_of[config.id] = config.link
         self.links[config.link].add(device)
+        if self.store is not None:
+            self.store.add(device)
 
     def _remove_device(self, device_id: str) -> None:
         link_id = self._link_of.pop(device_id, None)
         self.devices.pop(device_id, None)
         if link_id in self.links:
             self.links[link_id].remove(device_id)
+        if self.store is not None:
+            self.store.remove(device_id)
 
     async def _stop_link(self, link_id: str) -> None:
         scheduler = self.links.pop(link_id)
@@ -129,6 +139,8 @@ class Engine:
         for device_id in list(scheduler.devices):
             self.devices.pop(device_id, None)
             self._link_of.pop(device_id, None)
+            if self.store is not None:
+                self.store.remove(device_id)
 
     # -- commands -------------------------------------------------------------------------------
 
@@ -203,10 +215,26 @@ class Engine:
         return {state.value: counts.get(state.value, 0) for state in State}
 
     def health(self) -> dict[str, Any]:
+        return {"links": self.link_health(), "devices": self.device_states()}
+
+    def link_health(self) -> dict[str, Any]:
+        return {link_id: s.health() for link_id, s in self.links.items()}
+
+
+class EngineSource:
+    """The engine as the command service's source of polled devices."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def write(self, device_id: str, values: Mapping[str, Value], *, readback: bool) -> dict[str, Value | None]:
         return {
-            "links": {link_id: s.health() for link_id, s in self.links.items()},
-            "devices": self.device_states(),
+            name: await self.engine.write(device_id, name, value, readback=readback) for name, value in values.items()
         }
+
+    async def read(self, device_id: str, point: str) -> tuple[Value, int]:
+        value = await self.engine.read(device_id, point)
+        return value, Device.timestamp()
 
 
 def _profile_of(loaded: LoadedConfig, device_id: str) -> object:

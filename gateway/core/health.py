@@ -95,6 +95,10 @@ class DeviceHealth:
                 self._become(State.DEGRADED, reason)
         return (self.state, self.known) != before
 
+    @property
+    def state_name(self) -> str:
+        return self.state.value
+
     def _become(self, state: State, reason: str) -> None:
         if state is not self.state:
             self.since = time.time()

@@ -252,12 +252,15 @@ class LinkScheduler:
             await self._cycle(device, group)
             return
         reason = partial_reason
+        ts = device.timestamp()
         if failure is not None:
             reason = failure.reason if isinstance(failure, ConnectionFailed) else failure.kind
             device.clear_all(reason)
-        self._finish(device, ok=failure is None, partial=bool(partial_reason), reason=reason, received=received)
+            device.group_ts.update(dict.fromkeys(device.group_ts, ts))
+        device.group_ts[group.name] = ts
+        self._finish(device, ts, ok=failure is None, partial=bool(partial_reason), reason=reason, received=received)
 
-    def _finish(self, device: Device, *, ok: bool, partial: bool, reason: str, received: float) -> None:
+    def _finish(self, device: Device, ts: int, *, ok: bool, partial: bool, reason: str, received: float) -> None:
         health = device.health
         previous = health.state.value if health.known else None
         if health.cycle_done(ok=ok, partial=partial or (ok and bool(device.errors)), reason=reason):
@@ -267,9 +270,7 @@ class LinkScheduler:
             )
         now = asyncio.get_running_loop().time()
         if device.reporter.due(device.values, device.errors, now):
-            self.bus.publish(
-                DeviceUpdate(device.id, device.timestamp(), dict(device.values), dict(device.errors), received or now)
-            )
+            self.bus.publish(DeviceUpdate(device.id, ts, dict(device.values), dict(device.errors), received or now))
 
     def health(self) -> dict[str, Any]:
         uptime = asyncio.get_running_loop().time() - self._started if self._started else 0.0

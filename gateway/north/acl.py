@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 from gateway.config.model import GatewayConfig
 
-NODE_PREFIX = "nodes"
 REPLIES = "replies"  # operators' MQTT 5 response topics: replies/<user>/...
 NODE_WRITES = ("telemetry", "status", "health", "info", "cmd/result")
 NODE_READS = ("cmd", "maintenance")
@@ -27,6 +26,7 @@ def mosquitto_acl(
     technicians: Sequence[str] = (),
 ) -> str:
     base = config.base_topic
+    nodes = config.mqtt.node_prefix
     gateway_user = config.mqtt.username or config.client_id
     lines = [
         f"# Mosquitto ACL for CityEdge gateway {config.gateway.id}, made by `cityedge acl -c {source}`.",
@@ -36,7 +36,7 @@ def mosquitto_acl(
         "# The gateway: its own tree, the nodes it bridges, Home Assistant discovery, answers to operators.",
         f"user {gateway_user}",
         f"topic readwrite {base}/#",
-        f"topic readwrite {NODE_PREFIX}/#",
+        f"topic readwrite {nodes}/#",
     ]
     if config.homeassistant.enabled:
         lines.append(f"topic readwrite {config.homeassistant.prefix}/#")
@@ -57,15 +57,15 @@ def mosquitto_acl(
         lines += [
             f"# Technician {user}: watches the nodes (`cityedge node monitor`), commands nothing.",
             f"user {user}",
-            f"topic read {NODE_PREFIX}/#",
+            f"topic read {nodes}/#",
             "",
         ]
     if config.nodes:
         lines.append("# ESP32 nodes log in with their node id as username and reach only their own topics.")
     for node in config.nodes:
-        prefix = f"{NODE_PREFIX}/{node.id}"
+        prefix = f"{nodes}/{node.id}"
         lines.append(f"user {node.id}")
         lines += [f"topic write {prefix}/{kind}" for kind in NODE_WRITES]
         lines += [f"topic read {prefix}/{kind}" for kind in NODE_READS]
-        lines += [f"topic read {NODE_PREFIX}/time", ""]
+        lines += [f"topic read {nodes}/time", ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -190,6 +190,17 @@ class MqttLink:
         for warning in security_warnings(self.settings):
             log.warning("%s", warning)
 
+    def status(self) -> dict[str, Any]:
+        """The session's part of the gateway health."""
+        stats = self.stats
+        return {
+            "broker": stats.broker,
+            "connects": stats.connects,
+            "failures": stats.failures,
+            "received": stats.received,
+            "takeovers": stats.takeovers,
+        }
+
     # -- wiring -------------------------------------------------------------------------------
 
     def handle(

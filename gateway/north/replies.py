@@ -8,7 +8,6 @@ import aiomqtt
 
 from gateway.core.commands import CommandError
 from gateway.core.inputs import InputError, parse_json
-from gateway.north.acl import NODE_PREFIX
 from gateway.north.message import Kind
 from gateway.north.mqtt import MqttLink, response_info
 
@@ -77,7 +76,7 @@ def may_answer_on(mqtt: MqttLink, topic: str) -> bool:
     if len(topic) > MAX_RESPONSE_TOPIC or topic.startswith("$") or any(c in topic for c in "+#\0"):
         return False
     config = mqtt.config
-    owned = (config.base_topic, NODE_PREFIX, config.homeassistant.prefix)
+    owned = (config.base_topic, config.mqtt.node_prefix, config.homeassistant.prefix)
     return not any(topic == root or topic.startswith(root + "/") for root in owned)
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config.loader import LoadedConfig
-from gateway.core.engine import Engine
+from gateway.core.commands import CommandService
 from gateway.core.events import EventBus
+from gateway.core.state import StateStore
 from gateway.core.supervision import InputFaults, Supervisor, guarded
 from gateway.north.mqtt import MqttLink
 
@@ -19,16 +19,12 @@ from gateway.north.mqtt import MqttLink
 class Context:
     loaded: LoadedConfig  # replaced on reload
     bus: EventBus
-    engine: Engine
-    mqtt: MqttLink
+    store: StateStore  # every device of every source, and the gateway's health
+    commands: CommandService  # every command goes through it
+    mqtt: MqttLink  # the session the CityEdge tree is published on
     reload: Callable[[], Awaitable[dict[str, Any]]]
     faults: InputFaults = field(default_factory=InputFaults)
     supervisor: Supervisor = field(default_factory=Supervisor)
-    started: float = field(default_factory=time.time)
-    # Set by the node bridge: forwards a validated command to an ESP32 node and returns what was set.
-    node_commands: Callable[[str, dict[str, Any], str | None], Awaitable[dict[str, Any]]] | None = None
-    # Extra sections of <base>/health, by name, from features that have something to report.
-    health_sections: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def base(self) -> str:
@@ -41,14 +37,21 @@ class Extension:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._tasks: list[str] = []
+        self._undo: list[Callable[[], None]] = []
 
     def start(self) -> None:
         """Subscribe to events and topics."""
 
     async def stop(self) -> None:
         """Undo start(); called on a clean stop."""
+        for undo in self._undo:
+            undo()
         for name in self._tasks:
             await self.ctx.supervisor.cancel(name)
+
+    def subscribe(self, kind: type[Any], handler: Callable[[Any], None]) -> None:
+        """Receive events of `kind` from the bus until stop()."""
+        self._undo.append(self.ctx.bus.subscribe(kind, handler))
 
     def every_health_interval(self, action: Callable[[], None]) -> None:
         """Run `action` every gateway.health_interval (read each time, so a reload changes it).

@@ -1,12 +1,18 @@
-"""`<base>/devices`: every device with its profile, link and point metadata (unit, type, access, limits), retained."""
+"""`<base>/devices`: every device with its profile, where it is reached, and point metadata, retained.
+
+Every source's devices are listed (polled devices and ESP32 nodes alike), then the
+devices the configuration keeps but does not run (`enabled: false`).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.north.extensions.base import Context, Extension
+from gateway.config.loader import LoadedConfig
+from gateway.core.state import LiveDevice, StateStore
+from gateway.north.extensions.base import Extension
 from gateway.north.message import Kind
-from gateway.profiles.expand import PointSpec
+from gateway.profiles.expand import PointSpec, ResolvedProfile
 
 
 def point_metadata(p: PointSpec) -> dict[str, Any]:
@@ -24,25 +30,25 @@ def point_metadata(p: PointSpec) -> dict[str, Any]:
     return meta
 
 
-def describe_devices(ctx: Context) -> list[dict[str, Any]]:
-    loaded = ctx.loaded
-    out = []
+def _entry(device_id: str, resolved: ResolvedProfile, where: dict[str, Any]) -> dict[str, Any]:
+    profile = resolved.profile
+    return {
+        "id": device_id,
+        "profile": profile.name,
+        "manufacturer": profile.manufacturer,
+        "model": profile.model,
+        **where,
+        "points": {p.name: point_metadata(p) for p in resolved.points},
+    }
+
+
+def describe_devices(store: StateStore, loaded: LoadedConfig) -> list[dict[str, Any]]:
+    live: list[LiveDevice] = list(store.devices())
+    out = [_entry(d.id, d.resolved, {"source": d.source, **d.describe()}) for d in live]
     for config in loaded.config.devices:
-        resolved = loaded.devices[config.id]
-        profile = resolved.profile
-        out.append(
-            {
-                "id": config.id,
-                "profile": profile.name,
-                "manufacturer": profile.manufacturer,
-                "model": profile.model,
-                "link": config.link,
-                "unit": config.unit,
-                "poll_s": config.poll,
-                "enabled": config.enabled,
-                "points": {p.name: point_metadata(p) for p in resolved.points},
-            }
-        )
+        if not config.enabled and config.id in loaded.devices:
+            where = {"source": "polled", "link": config.link, "unit": config.unit, "poll_s": config.poll}
+            out.append(_entry(config.id, loaded.devices[config.id], {**where, "enabled": False}))
     return out
 
 
@@ -54,4 +60,5 @@ class DeviceList(Extension):
         self.publish()
 
     def publish(self) -> None:
-        self.ctx.mqtt.publish(f"{self.ctx.base}/devices", describe_devices(self.ctx), Kind.CONTROL, retain=True, qos=1)
+        devices = describe_devices(self.ctx.store, self.ctx.loaded)
+        self.ctx.mqtt.publish(f"{self.ctx.base}/devices", devices, Kind.CONTROL, retain=True, qos=1)

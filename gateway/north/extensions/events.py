@@ -11,7 +11,7 @@ from gateway.north.message import Kind
 
 class EventPublisher(Extension):
     def start(self) -> None:
-        self.ctx.bus.subscribe(Notable, self.on_event)
+        self.subscribe(Notable, self.on_event)
 
     def on_event(self, event: Notable) -> None:
         ts = int(time.time() * 1000)

@@ -167,14 +167,10 @@ class HomeAssistant(Extension):
         prefix = loaded.config.homeassistant.prefix
         gateway = loaded.config.gateway.id
         current = set()
-        for config in loaded.config.devices:
-            if not config.enabled:
-                continue
-            topic = f"{prefix}/device/{_object_id(gateway, config.id)}/config"
+        for device in self.ctx.store.devices():  # polled devices and ESP32 nodes alike
+            topic = f"{prefix}/device/{_object_id(gateway, device.id)}/config"
             current.add(topic)
-            self.ctx.mqtt.publish(
-                topic, self.discovery(config.id, loaded.devices[config.id]), Kind.CONTROL, retain=True, qos=1
-            )
+            self.ctx.mqtt.publish(topic, self.discovery(device.id, device.resolved), Kind.CONTROL, retain=True, qos=1)
         for topic in self.sent - current:  # devices that left the configuration: remove them from HA
             self.ctx.mqtt.publish(topic, b"", Kind.CONTROL, retain=True, qos=1)
         self.sent = current

@@ -16,7 +16,6 @@ from gateway.core.commands import CommandError
 from gateway.core.events import ReloadApplied, ReloadRefused
 from gateway.north.extensions.base import Extension
 from gateway.north.extensions.devices import describe_devices
-from gateway.north.extensions.health import gateway_health
 from gateway.north.replies import answer, busy_error, error_body, internal_error, parse, transaction_of
 
 ACTIONS = ("reload", "read", "devices", "health")
@@ -55,11 +54,12 @@ class Requests(Extension):
             device, point = data.get("device"), data.get("point")
             if not isinstance(device, str) or not isinstance(point, str):
                 raise CommandError("bad_json", "read needs device and point")
-            return {"device": device, "point": point, "value": await self.ctx.engine.read(device, point)}
+            value, ts = await self.ctx.commands.read(device, point)
+            return {"device": device, "point": point, "value": value, "ts": ts}
         if action == "devices":
-            return describe_devices(self.ctx)
+            return describe_devices(self.ctx.store, self.ctx.loaded)
         if action == "health":
-            return gateway_health(self.ctx)
+            return self.ctx.store.gateway_health()
         raise CommandError("unknown_action", f"unknown action {action!r} (actions: {', '.join(ACTIONS)})")
 
     async def _reload(self) -> dict[str, Any]:

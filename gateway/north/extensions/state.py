@@ -9,10 +9,12 @@ from gateway.north.message import Kind
 
 class StatePublisher(Extension):
     def start(self) -> None:
-        self.ctx.bus.subscribe(DeviceUpdate, self.on_update)
+        self.subscribe(DeviceUpdate, self.on_update)
 
     def on_update(self, update: DeviceUpdate) -> None:
         payload: dict[str, object] = {"ts": update.ts, "values": update.values}
+        if update.seq is not None:
+            payload["seq"] = update.seq
         if update.errors:
             payload["errors"] = update.errors
         mqtt = self.ctx.mqtt
