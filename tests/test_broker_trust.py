@@ -195,11 +195,13 @@ async def test_a_taken_client_id_is_reported_and_not_fought_over(
     async def twin() -> None:  # a second gateway with the same client id, reconnecting whenever it is kicked
         while True:
             try:
-                async with aiomqtt.Client(broker.host, broker.port, identifier=client_id) as client:
+                # Each session lasts 2 s at most: a kick that aiomqtt misses (it ignores a disconnect that
+                # races its connect) must not leave the twin idle on a dead session for the rest of the test.
+                async with asyncio.timeout(2), aiomqtt.Client(broker.host, broker.port, identifier=client_id) as c:
                     story.append("connected")
-                    async for _ in client.messages:
+                    async for _ in c.messages:
                         pass
-            except Exception as exc:  # kicked, or a connect that timed out on a busy machine: connect again
+            except Exception as exc:  # kicked, timed out, or a connect that failed on a busy machine: again
                 story.append(repr(exc)[:60])
                 await real_sleep(0.1)
 
