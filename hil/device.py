@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from gateway.points.codec import CodecError, DataType, Value
+from gateway.points.types import DataType, PointValueError, Value
 from gateway.profiles.expand import PointSpec, ResolvedProfile
-from gateway.profiles.model import Table
+from gateway.south.modbus.profile import ModbusPlace, Table, forbidden_ranges, place
 
 # Modbus exception codes a fault may inject, by name and number.
 EXCEPTION_CODES = {
@@ -134,14 +134,16 @@ class EmulatedDevice:
         self.stats = DeviceStats()
         self.silent_until = 0.0  # after a reboot
         self.points = {p.name: p for p in resolved.points}
+        self.places: dict[str, ModbusPlace] = {p.name: place(p) for p in resolved.points}
+        self.forbidden = forbidden_ranges(resolved.limits)
         self.on_write: list[Callable[[WriteEvent], None]] = []
         self.tables: dict[Table, _Table] = {}
         for table in Table:
-            members = [p for p in resolved.points if p.table is table]
-            size = max((p.end + 1 for p in members), default=0)
+            members = [w for w in self.places.values() if w.table is table]
+            size = max((w.end + 1 for w in members), default=0)
             t = _Table(size, table.is_bits)
-            for p in members:
-                for a in range(p.address, p.end + 1):
+            for w in members:
+                for a in range(w.address, w.end + 1):
                     t.mapped[a] = 1
             self.tables[table] = t
         self.reset()
@@ -159,27 +161,27 @@ class EmulatedDevice:
 
     def set(self, name: str, value: Value) -> None:
         """Set a point's engineering value as the device itself would (no access checks)."""
-        p = self.points[name]
-        t = self.tables[p.table] if p.table else None
-        if t is None or p.codec is None:
+        p, w = self.points[name], self.places[name]
+        t = self.tables[w.table]
+        if w.table.is_bits:
+            t.data[w.address] = 1 if value else 0
+            return
+        if w.codec is None:
             raise KeyError(name)
-        if p.table is not None and p.table.is_bits:
-            t.data[p.address] = 1 if value else 0
-            return
         if p.dtype is DataType.BIT:
-            t.data[p.address] = p.codec.merge_bit(t.data[p.address], value)
+            t.data[w.address] = w.codec.merge_bit(t.data[w.address], value)
             return
-        for i, word in enumerate(p.codec.encode(value)):
-            t.data[p.address + i] = word
+        for i, word in enumerate(w.codec.encode(value)):
+            t.data[w.address + i] = word
 
     def get(self, name: str) -> Value:
-        p = self.points[name]
-        if p.table is None or p.codec is None:
+        w = self.places[name]
+        t = self.tables[w.table]
+        if w.table.is_bits:
+            return bool(t.data[w.address])
+        if w.codec is None:
             raise KeyError(name)
-        t = self.tables[p.table]
-        if p.table.is_bits:
-            return bool(t.data[p.address])
-        return p.codec.decode_registers(t.data[p.address : p.end + 1])
+        return w.codec.decode_registers(t.data[w.address : w.end + 1])
 
     def has(self, name: str) -> bool:
         return name in self.points
@@ -217,7 +219,11 @@ class EmulatedDevice:
         self.stats.writes += 1
         t = self.tables[table]
         end = address + len(values) - 1
-        touched = [p for p in self.points.values() if p.table is table and p.address <= end and p.end >= address]
+        touched = [
+            p
+            for p in self.points.values()
+            if (w := self.places[p.name]).table is table and w.address <= end and w.end >= address
+        ]
         if end >= t.size or not touched or any(not p.access.writable for p in touched):
             return 2
         old = t.data[address : end + 1]
@@ -225,11 +231,12 @@ class EmulatedDevice:
             t.data[address + i] = int(v)
         events: list[WriteEvent] = []
         for p in touched:
-            if p.address < address or p.end > end:
+            w = self.places[p.name]
+            if w.address < address or w.end > end:
                 continue  # a partial write of a wider point: stored, but not a command
             try:
                 value = self.get(p.name)
-            except CodecError:
+            except PointValueError:
                 value = None
             if value is None or not _within(p, value):
                 t.data[address : end + 1] = old
@@ -241,7 +248,7 @@ class EmulatedDevice:
         return None
 
     def _forbidden(self, table: Table, start: int, end: int) -> bool:
-        for ftable, fstart, fend in self.resolved.forbidden:
+        for ftable, fstart, fend in self.forbidden:
             applies = ftable is table if ftable is not None else not table.is_bits
             if applies and start <= fend and end >= fstart:
                 return True

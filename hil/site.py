@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from gateway.points.codec import Value
+from gateway.points.types import Value
 from hil.behaviours import BEHAVIOURS, Behaviour, Environment
 from hil.device import EmulatedDevice
 from hil.endpoints import SerialEndpoint, TcpEndpoint

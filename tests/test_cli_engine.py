@@ -31,7 +31,7 @@ async def cityedge(*args: str) -> tuple[int, str, str]:
 async def test_plan_of_the_shipped_example() -> None:
     code, out, _ = await cityedge("plan", "-c", "examples/cabinet-17.yaml")
     assert code == 0
-    assert "    1  04  input     0      18     voltage_l1 voltage_l2 voltage_l3 current_l1 ... (9 points)" in out
+    assert "    1  04  input  0      18     voltage_l1 voltage_l2 voltage_l3 current_l1 ... (9 points)" in out
     assert "  3 requests per cycle for 17 points (one request per point would be 17)" in out
     code, out, _ = await cityedge("plan", "-c", "examples/cabinet-17.yaml", "--device", "feeder-relay", "--json")
     (relay,) = json.loads(out)

@@ -10,15 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.points.codec import (
-    INTEGER_TYPES,
-    ByteOrder,
-    Codec,
-    CodecError,
-    DataType,
-    integer_range,
-    registers_to_bytes,
-)
+from gateway.points.types import INTEGER_TYPES, DataType, integer_range
+from gateway.south.modbus.codec import ByteOrder, Codec, CodecError, registers_to_bytes
 
 A, C, B, D = ByteOrder.ABCD, ByteOrder.CDAB, ByteOrder.BADC, ByteOrder.DCBA
 

@@ -15,7 +15,8 @@ from gateway.common.validate import validate
 from gateway.common.yamlsource import parse_yaml
 from gateway.config.model import GatewayConfig
 from gateway.profiles.expand import expand
-from gateway.profiles.model import Profile
+from gateway.profiles.model import parse_profile
+from gateway.south.modbus.profile import place
 from hil.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +90,7 @@ def test_scenario_examples_validate(page: str, text: str, tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(("page", "text"), [e for e in _yaml_examples("name:") if not _is_scenario(e[1])])
 def test_profile_examples_validate(page: str, text: str) -> None:
-    profile = validate(parse_yaml(text, page), Profile)
+    profile = parse_profile(parse_yaml(text, page))
     assert expand(profile)[1] == []
 
 
@@ -103,6 +104,7 @@ def test_config_examples_validate(page: str, text: str) -> None:
 
 def test_repeat_example_addresses() -> None:
     (page, text), *_ = [e for e in _yaml_examples("name:") if "dali-line-example" in e[1]]
-    resolved, _ = expand(validate(parse_yaml(text, page), Profile), {"line": 1})
-    assert resolved.point("ballast_3_level") is not None
-    assert resolved.point("ballast_3_level").address == 7306  # type: ignore[union-attr]
+    resolved, _ = expand(parse_profile(parse_yaml(text, page)), {"line": 1})
+    point = resolved.point("ballast_3_level")
+    assert point is not None
+    assert place(point).address == 7306

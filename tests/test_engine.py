@@ -260,7 +260,7 @@ async def test_exception_02_on_a_merged_read_is_split_and_remembered(harness: Ma
     await h.until(lambda: h.latest("dut") is not None and not h.latest("dut").errors, what="clean values")  # type: ignore[union-attr]
     assert h.latest("dut").values == {"a": 1, "b": 2, "c": 3, "d": 4}  # type: ignore[union-attr]
     device = h.engine.devices["dut"]
-    assert device.planner.splits
+    assert device.protocol_state.planner.splits
     assert [(r.start, r.count) for r in device.groups[0].plan] == [(0, 1), (6, 1), (12, 2)]
 
 

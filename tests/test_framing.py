@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.profiles.model import Table
 from gateway.south.modbus.errors import CrcError, FrameError, ModbusExceptionResponse, TransactionError
 from gateway.south.modbus.framing import MbapFramer, RtuFramer, crc16, final_error
 from gateway.south.modbus.pdu import (
@@ -16,6 +15,7 @@ from gateway.south.modbus.pdu import (
     write_coils_request,
     write_registers_request,
 )
+from gateway.south.modbus.profile import Table
 
 RTU = RtuFramer()
 REQUEST = read_request(Table.HOLDING, 0x10, 2)  # fc 3, 2 registers: normal answer 2 + 4 bytes

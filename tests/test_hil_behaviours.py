@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
+from gateway.south.modbus.profile import place
 from hil.fixtures import SiteFactory
 from hil.site import Site
 from tests.waiting import until
@@ -45,7 +46,7 @@ async def test_lamp_level_fades_to_the_commanded_arc_power(site_factory: SiteFac
     assert arc is not None
     client = await _client(site)
     try:
-        assert not (await client.write_register(arc.address, 20, device_id=2)).isError()
+        assert not (await client.write_register(place(arc).address, 20, device_id=2)).isError()
     finally:
         client.close()
     # fade time code 2 = 1 s: part way after a moment, at the target once the fade is over
@@ -62,10 +63,10 @@ async def test_group_and_broadcast_dimming(site_factory: SiteFactory) -> None:
     assert group is not None and broadcast is not None
     client = await _client(site)
     try:
-        await client.write_register(group.address, 40, device_id=2)
+        await client.write_register(place(group).address, 40, device_id=2)
         await eventually(lambda: site.get_value("lamps", "ballast_3_level") == 40)
         assert site.get_value("lamps", "ballast_2_level") == 100  # group 0
-        await client.write_register(broadcast.address, 0, device_id=2)
+        await client.write_register(place(broadcast).address, 0, device_id=2)
         await eventually(lambda: all(site.get_value("lamps", f"ballast_{i}_level") == 0 for i in range(8)))
         assert site.get_value("lamps", "ballast_0_lamp_on") is False
     finally:
@@ -125,7 +126,7 @@ async def test_meter_load_follows_the_lamps(site_factory: SiteFactory) -> None:
     assert broadcast is not None
     client = await _client(site)
     try:
-        await client.write_register(broadcast.address, 0, device_id=2)
+        await client.write_register(place(broadcast).address, 0, device_id=2)
     finally:
         client.close()
     await eventually(lambda: site.get_value("m", "power_total") < 50)  # type: ignore[operator]
@@ -138,15 +139,17 @@ async def test_relay_open_close_and_overcurrent_trip(site_factory: SiteFactory) 
     client = await _client(site)
     try:
         await eventually(lambda: site.get_value("r", "current_l1") > 30)  # type: ignore[operator]
-        await client.write_register(command.address, 1, device_id=1)  # open
+        await client.write_register(place(command).address, 1, device_id=1)  # open
         await eventually(lambda: site.get_value("r", "breaker_open") is True)
         assert site.get_value("r", "breaker_closed") is False and site.get_value("r", "current_l1") == 0
-        await client.write_register(command.address, 2, device_id=1)  # close
+        await client.write_register(place(command).address, 2, device_id=1)  # close
         await eventually(lambda: site.get_value("r", "breaker_closed") is True)
         site.stimulus("r", "overcurrent", {})
         await eventually(lambda: site.get_value("r", "tripped") is True)
         assert site.get_value("r", "breaker_open") is True
-        assert (await client.write_register(command.address, 3, device_id=1)).exception_code == 3  # no such command
+        assert (
+            await client.write_register(place(command).address, 3, device_id=1)
+        ).exception_code == 3  # no such command
     finally:
         client.close()
 

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
-from gateway.points.codec import DataType, Value
+from gateway.points.types import DataType, Value
 from gateway.profiles.expand import PointSpec, expand
-from gateway.profiles.model import Table
 from gateway.profiles.registry import ProfileRegistry
+from gateway.south.modbus.profile import Table, place
 from hil.fixtures import SiteFactory
 
 MODBUS_PROFILES = [n for n in ProfileRegistry().names() if ProfileRegistry().load(n)[0].protocol == "modbus"]
@@ -27,14 +27,16 @@ def sample_value(p: PointSpec, index: int) -> Value | None:
         assert p.enum
         return list(p.enum.values())[index % len(p.enum)]
     if p.dtype is DataType.STRING:
-        return f"CE{index}"[: p.codec.length if p.codec else 4]
+        codec = place(p).codec
+        return f"CE{index}"[: codec.length if codec else 4]
     low = p.min if p.min is not None else 0
     high = p.max if p.max is not None else 1000
     value = low + (index * 7) % max(1, int(high - low))
     if p.dtype in (DataType.FLOAT32, DataType.FLOAT64):
         return value + 0.25
-    if p.codec is not None and p.codec.scale != 1:  # a whole number of raw steps
-        return round(int(value) * p.codec.scale + p.codec.offset, p.codec.decimals or 9)
+    codec = place(p).codec
+    if codec is not None and codec.scale != 1:  # a whole number of raw steps
+        return round(int(value) * codec.scale + codec.offset, codec.decimals or 9)
     return int(value)
 
 
@@ -54,8 +56,8 @@ def _scenario(profile: str, link: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _read_point(client: Any, p: PointSpec, unit: int) -> Value:
-    assert p.table is not None
+async def _read_point(client: Any, point: PointSpec, unit: int) -> Value:
+    p = place(point)
     call = {
         Table.COIL: client.read_coils,
         Table.DISCRETE: client.read_discrete_inputs,
@@ -63,7 +65,7 @@ async def _read_point(client: Any, p: PointSpec, unit: int) -> Value:
         Table.INPUT: client.read_input_registers,
     }[p.table]
     response = await call(p.address, count=p.registers, device_id=unit)
-    assert not response.isError(), f"{p.name}: {response}"
+    assert not response.isError(), f"{point.name}: {response}"
     if p.table.is_bits:
         return bool(response.bits[0])
     assert p.codec is not None
@@ -142,11 +144,13 @@ async def test_several_units_on_one_line_and_silence_for_the_rest(site_factory: 
     client = AsyncModbusSerialClient(site.endpoint_addresses()["bus"], baudrate=115200, timeout=0.3, retries=0)
     assert await client.connect()
     voltage = site.devices["a"].resolved.point("voltage")
-    assert voltage is not None and voltage.codec is not None
+    assert voltage is not None
+    codec = place(voltage).codec
+    assert codec is not None
     try:
         for unit, want in ((1, 231.0), (2, 229.5)):
             response = await client.read_input_registers(0, count=2, device_id=unit)
-            assert voltage.codec.decode_registers(response.registers) == want
+            assert codec.decode_registers(response.registers) == want
         with pytest.raises(Exception, match="No response"):
             await client.read_input_registers(0, count=2, device_id=3)
     finally:

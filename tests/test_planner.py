@@ -11,11 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.config.loader import load_config
-from gateway.core.planner import ReadPlanner, ReadRequest
-from gateway.points.codec import DataType
+from gateway.points.types import DataType
 from gateway.profiles.expand import PointSpec, expand
-from gateway.profiles.model import Access, Limits, Profile, Table
+from gateway.profiles.model import Access, Profile
 from gateway.profiles.registry import ProfileRegistry
+from gateway.south.modbus.planner import ReadPlanner, ReadRequest
+from gateway.south.modbus.profile import Limits, ModbusPlace, Table, forbidden_ranges, place
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,13 +26,12 @@ def _point(name: str, table: Table, address: int, registers: int, dtype: DataTyp
         name=name,
         dtype=dtype,
         access=Access.R,
-        table=table,
-        address=address,
-        registers=registers,
-        codec=None,
         unit=None,
         min=None,
         max=None,
+        scale=None,
+        offset=None,
+        decimals=None,
         enum=None,
         bits=None,
         device_class=None,
@@ -39,26 +39,26 @@ def _point(name: str, table: Table, address: int, registers: int, dtype: DataTyp
         control=None,
         description=None,
         initial=None,
-        key=None,
         group=None,
         origin=(),
+        attributes=ModbusPlace(table, address, registers, None),
     )
 
 
 def _optimal_count(planner: ReadPlanner, table: Table, points: list[PointSpec]) -> int:
     """Exhaustive reference: dp[j] = fewest reads for the first j points, trying every last group."""
-    members = sorted(points, key=lambda p: (p.address, p.end))
+    members = sorted(points, key=lambda p: (place(p).address, place(p).end))
     n = len(members)
 
     def feasible(i: int, j: int) -> bool:  # may members[i..j] be one read?
-        start, end = members[i].address, members[i].end
+        start, end = place(members[i]).address, place(members[i]).end
         top = planner.limits.max_bits if table.is_bits else planner.limits.max_registers
         if end - start + 1 > top:
             return False
         for p in members[i + 1 : j + 1]:
             if not planner.allowed(table, start, end, p):
                 return False
-            end = max(end, p.end)
+            end = max(end, place(p).end)
         return True
 
     best = [0] + [n + 1] * n
@@ -77,7 +77,7 @@ def _check_valid(planner: ReadPlanner, requests: list[ReadRequest], points: list
         top = limits.max_bits if r.table.is_bits else limits.max_registers
         assert 1 <= r.count <= top
         for p, offset in r.points:
-            assert r.start + offset == p.address and p.end <= r.end
+            assert r.start + offset == place(p).address and place(p).end <= r.end
         for ftable, start, end in planner.forbidden:
             applies = ftable is r.table if ftable is not None else not r.table.is_bits
             assert not (applies and r.start <= end and r.end >= start), "a read touches a forbidden range"
@@ -112,7 +112,7 @@ def scenarios(draw: Any) -> tuple[ReadPlanner, list[PointSpec]]:
             if not bits and width == 1 and draw(st.booleans()):  # a bit view sharing the register
                 points.append(_point(f"p{i}b", table, address, 1, DataType.BIT))
         address += width
-    starts = sorted({p.address for p in points if p.address > 0})
+    starts = sorted({place(p).address for p in points if place(p).address > 0})
     if starts:  # splits are learned at point boundaries (see ReadPlanner.split)
         planner.splits[table] = sorted(set(draw(st.lists(st.sampled_from(starts), max_size=3))))
     return planner, points
@@ -125,7 +125,7 @@ def test_plans_are_valid_and_optimal(case: tuple[ReadPlanner, list[PointSpec]]) 
     requests = planner.plan(points)
     _check_valid(planner, requests, points)
     if points:
-        assert len(requests) == _optimal_count(planner, points[0].table, points)  # type: ignore[arg-type]
+        assert len(requests) == _optimal_count(planner, place(points[0]).table, points)  # type: ignore[arg-type]
 
 
 def test_random_point_sets_against_the_reference() -> None:
@@ -146,7 +146,7 @@ def test_random_point_sets_against_the_reference() -> None:
 
 def test_sdm630_is_three_reads_instead_of_seventeen() -> None:
     resolved, _ = expand(ProfileRegistry().load("eastron-sdm630")[0])
-    planner = ReadPlanner(resolved.limits, resolved.forbidden)
+    planner = ReadPlanner(resolved.limits, forbidden_ranges(resolved.limits))
     requests = planner.plan(resolved.points)
     assert [(r.start, r.count) for r in requests] == [(0x00, 0x12), (0x34, 0x18), (0x156, 2)]
     assert len(resolved.points) == 17
@@ -184,7 +184,9 @@ def test_split_after_exception_02_is_remembered() -> None:
 def test_plan_of_the_shipped_example(capsys: pytest.CaptureFixture[str]) -> None:
     loaded = load_config(ROOT / "examples" / "cabinet-17.yaml")
     lamps = loaded.devices["lamps-line-0"]
-    requests = ReadPlanner(lamps.limits, lamps.forbidden).plan(p for p in lamps.points if p.access.readable)
+    requests = ReadPlanner(lamps.limits, forbidden_ranges(lamps.limits)).plan(
+        p for p in lamps.points if p.access.readable
+    )
     readable = [p for p in lamps.points if p.access.readable]
     assert len(requests) < len(readable) / 10
     assert all(r.count <= 120 for r in requests)

@@ -10,10 +10,13 @@ import pytest
 import yaml
 
 from gateway.config.schema import json_schema
-from gateway.points.codec import ByteOrder, DataType
+from gateway.points.types import DataType
 from gateway.profiles.expand import expand
-from gateway.profiles.model import Access, Profile, Table
+from gateway.profiles.model import Access, Profile
 from gateway.profiles.registry import SHIPPED_DIR, ProfileRegistry, load_profile
+from gateway.south.modbus.codec import ByteOrder
+from gateway.south.modbus.profile import Table, place
+from gateway.south.nodes.profile import NodeKey
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = [
@@ -47,11 +50,11 @@ def test_shipped_profile_validates_and_cites_its_source(path: Path) -> None:
 
 def test_sdm630_register_map() -> None:
     points = {p.name: p for p in expand(_profile("eastron-sdm630"))[0].points}
-    assert (points["voltage_l1"].table, points["voltage_l1"].address) == (Table.INPUT, 0x00)
-    assert points["frequency"].address == 0x46
-    assert points["energy_total"].address == 0x156
-    assert points["power_total"].codec is not None
-    assert points["power_total"].codec.byte_order is ByteOrder.ABCD
+    assert (place(points["voltage_l1"]).table, place(points["voltage_l1"]).address) == (Table.INPUT, 0x00)
+    assert place(points["frequency"]).address == 0x46
+    assert place(points["energy_total"]).address == 0x156
+    assert place(points["power_total"]).codec is not None
+    assert place(points["power_total"]).codec.byte_order is ByteOrder.ABCD
     assert points["power_total"].dtype is DataType.FLOAT32
     assert points["energy_import"].state_class == "total_increasing"
     assert _profile("eastron-sdm630").limits.max_registers == 80
@@ -59,9 +62,9 @@ def test_sdm630_register_map() -> None:
 
 def test_magflow_is_low_word_first() -> None:
     points = {p.name: p for p in expand(_profile("magflow-meter"))[0].points}
-    flow = points["flow"].codec
+    flow = place(points["flow"]).codec
     assert flow is not None and flow.byte_order is ByteOrder.CDAB
-    assert (points["total_forward"].address, points["total_forward"].registers) == (604, 4)
+    assert (place(points["total_forward"]).address, place(points["total_forward"]).registers) == (604, 4)
     # 0.042 m3/s as float32 0x3D2C0831, sent low word first
     assert flow.decode_registers([0x0831, 0x3D2C]) == 0.042
 
@@ -69,8 +72,12 @@ def test_magflow_is_low_word_first() -> None:
 def test_relay_breaker_command_needs_select_before_operate() -> None:
     command = expand(_profile("feeder-protection-relay"))[0].point("breaker_command")
     assert command is not None
-    assert command.sbo and command.access is Access.W and command.address == 0x1F0
-    assert command.codec is not None and command.codec.encode("open") == [1] and command.codec.encode("close") == [2]
+    assert command.sbo and command.access is Access.W and place(command).address == 0x1F0
+    assert (
+        place(command).codec is not None
+        and place(command).codec.encode("open") == [1]
+        and place(command).codec.encode("close") == [2]
+    )
 
 
 def test_dali_repetition_follows_line_and_short_address() -> None:
@@ -80,14 +87,18 @@ def test_dali_repetition_follows_line_and_short_address() -> None:
     resolved, issues = expand(profile, {"line": 1, "ballasts": 16, "groups": 4})
     assert issues == []
     by_name = {p.name: p for p in resolved.points}
-    assert by_name["ballast_3_arc_power"].address == 7000 + 100 * 3 + 15
-    assert by_name["ballast_15_level"].address == 7000 + 1500 + 6
+    assert place(by_name["ballast_3_arc_power"]).address == 7000 + 100 * 3 + 15
+    assert place(by_name["ballast_15_level"]).address == 7000 + 1500 + 6
     assert "ballast_16_level" not in by_name
-    assert by_name["group_2_arc_power"].address == 7000 + 6400 + 40
-    assert by_name["broadcast_arc_power"].address == 7000 + 6800
-    assert by_name["lamp_failures_3"].address == 7003
+    assert place(by_name["group_2_arc_power"]).address == 7000 + 6400 + 40
+    assert place(by_name["broadcast_arc_power"]).address == 7000 + 6800
+    assert place(by_name["lamp_failures_3"]).address == 7003
     lamp_failure = by_name["ballast_0_lamp_failure"]
-    assert lamp_failure.dtype is DataType.BIT and lamp_failure.codec is not None and lamp_failure.codec.bit == 1
+    assert (
+        lamp_failure.dtype is DataType.BIT
+        and place(lamp_failure).codec is not None
+        and place(lamp_failure).codec.bit == 1
+    )
     # the ballast's points stay together, in the order the profile lists them
     names = [p.name for p in resolved.points]
     assert names.index("ballast_0_arc_power") < names.index("ballast_1_status")
@@ -95,8 +106,8 @@ def test_dali_repetition_follows_line_and_short_address() -> None:
 
 def test_node_profile_maps_telemetry_keys() -> None:
     points = {p.name: p for p in expand(_profile("esp32-pole-sensor"))[0].points}
-    assert points["illuminance"].key == "lux" and points["illuminance"].unit == "lx"
-    assert points["illuminance"].table is None and points["illuminance"].codec is None
+    assert points["illuminance"].attributes == NodeKey("lux") and points["illuminance"].unit == "lx"
+    assert expand(_profile("esp32-pole-sensor"))[0].protocol.name == "node"
     assert points["motion"].dtype is DataType.BOOL
     assert points["motion"].state_class is None  # an explicit null clears the default
     assert points["report_interval"].access is Access.RW
@@ -121,8 +132,8 @@ points:
     resolved, issues = expand(profile, overrides={"temp": {"scale": 0.01}, "setpoint": {"max": 40}})
     assert issues == []
     temp, setpoint = resolved.points
-    assert temp.address == 0 and setpoint.address == 1  # wire addresses are 0-based
-    assert temp.codec is not None and temp.codec.decode_registers([2345]) == 23.45
+    assert place(temp).address == 0 and place(setpoint).address == 1  # wire addresses are 0-based
+    assert place(temp).codec is not None and place(temp).codec.decode_registers([2345]) == 23.45
     assert setpoint.max == 40
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config.loader import LoadedConfig, load_config
-from gateway.config.model import ModbusRtuLink, ModbusRtuTcpLink, ModbusTcpLink
+from gateway.config.model import DeviceConfig
 from gateway.north.mqtt import security_warnings
+from gateway.south.driver import link_driver
 
 
 def register(sub: Any) -> None:
@@ -23,12 +24,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe_link(link: ModbusTcpLink | ModbusRtuTcpLink | ModbusRtuLink) -> str:
-    if isinstance(link, ModbusRtuLink):
-        return f"{link.type} {link.device} {link.baudrate} {link.bytesize}{link.parity}{link.stopbits}"
-    return f"{link.type} {link.host}:{link.port}"
-
-
 def summary(loaded: LoadedConfig) -> str:
     cfg = loaded.config
     gw = cfg.gateway
@@ -39,13 +34,13 @@ def summary(loaded: LoadedConfig) -> str:
     )
     lines.append(f"  links    {len(cfg.links)}")
     for link in cfg.links:
-        lines.append(f"    {link.id:<16} {describe_link(link)}")
+        lines.append(f"    {link.id:<16} {link_driver(link).describe_link(link)}")
     lines.append(f"  devices  {len(cfg.devices)} with {loaded.point_count} points")
     for device in cfg.devices:
         count = len(loaded.devices[device.id].points)
         state = "" if device.enabled else "  (disabled)"
         lines.append(
-            f"    {device.id:<16} {device.profile} on {device.link} unit {device.unit}, "
+            f"    {device.id:<16} {device.profile} on {device.link} {_address(device)}, "
             f"{count} points every {device.poll:g}s{state}"
         )
     lines.append(f"  nodes    {len(cfg.nodes)}")
@@ -53,3 +48,7 @@ def summary(loaded: LoadedConfig) -> str:
         lines.append(f"    {node.id:<16} {node.profile}, offline after {node.stale_after:g}s silent")
     lines += [f"  warning: {warning}" for warning in security_warnings(cfg.mqtt)]
     return "\n".join(lines)
+
+
+def _address(device: DeviceConfig) -> str:
+    return f"unit {device.unit}" if device.unit is not None else f"address {device.address}"

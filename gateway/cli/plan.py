@@ -22,30 +22,26 @@ def register(sub: Any) -> None:
 
 
 def device_plan(device: Device) -> dict[str, Any]:
-    groups = []
-    for group in device.groups:
-        requests = [
-            {
-                "unit": device.unit,
-                "function": r.function,
-                "table": r.table.value,
-                "start": r.start,
-                "count": r.count,
-                "points": [p.name for p, _ in r.points],
-            }
-            for r in group.plan
-        ]
-        groups.append(
-            {"group": group.name, "interval": group.interval, "requests": requests, "points": len(group.points)}
-        )
+    groups = [
+        {
+            "group": group.name,
+            "interval": group.interval,
+            "requests": [device.driver.describe_request(device, r) for r in group.plan],
+            "points": len(group.points),
+        }
+        for group in device.groups
+    ]
     return {
         "device": device.id,
         "profile": device.resolved.name,
-        "unit": device.unit,
+        **device.describe(),
         "groups": groups,
         "requests": sum(len(g.plan) for g in device.groups),
         "points": sum(len(g.points) for g in device.groups),
     }
+
+
+_HEADINGS = {"function": "FC"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,22 +52,24 @@ def run(args: argparse.Namespace) -> int:
     for device_id in wanted:
         if device_id not in known:
             raise UsageError(f"no device '{device_id}' in {args.config}{did_you_mean(device_id, known)}")
-    timeouts = {link.id: link.timeout for link in config.links}
-    plans = [device_plan(Device(d, loaded.devices[d.id], timeouts[d.link])) for d in config.devices if d.id in wanted]
+    links = {link.id: link for link in config.links}
+    devices = [Device.on_link(d, loaded.devices[d.id], links[d.link]) for d in config.devices if d.id in wanted]
+    plans = [device_plan(device) for device in devices]
     if args.json:
         print(json.dumps(plans, indent=2))
         return 0
-    links = {d.id: d.link for d in config.devices}
-    for plan in plans:
-        print(f"{plan['device']}: {plan['profile']} on {links[plan['device']]} unit {plan['unit']}")
+    for device, plan in zip(devices, plans, strict=True):
+        where = " ".join(f"{k} {plan[k]}" for k in ("unit", "address") if k in plan)
+        print(f"{plan['device']}: {plan['profile']} on {plan['link']} {where}".rstrip())
+        columns = device.driver.plan_columns()
         for group in plan["groups"]:
             label = f" (group {group['group']})" if group["group"] != "default" else ""
             print(f"  every {group['interval']:g}s{label}")
-            print("    #  FC  TABLE     START  COUNT  POINTS")
-            for i, r in enumerate(group["requests"], 1):
-                names = r["points"]
-                shown = " ".join(names[:4]) + (f" ... ({len(names)} points)" if len(names) > 4 else "")
-                print(f"    {i:<2} {r['function']:02d}  {r['table']:<8}  {r['start']:<5}  {r['count']:<5}  {shown}")
+            rows = [
+                [str(i), *(device.driver.plan_cell(c, r[c]) for c in columns), _points(r["points"])]
+                for i, r in enumerate(group["requests"], 1)
+            ]
+            print(_table(["#", *(_HEADINGS.get(c, c.upper()) for c in columns), "POINTS"], rows))
         print(
             f"  {plan['requests']} requests per cycle for {plan['points']} points "
             f"(one request per point would be {plan['points']})\n"
@@ -80,3 +78,14 @@ def run(args: argparse.Namespace) -> int:
     total_points = sum(p["points"] for p in plans)
     print(f"total: {total_requests} requests per cycle for {total_points} points")
     return 0
+
+
+def _points(names: list[str]) -> str:
+    return " ".join(names[:4]) + (f" ... ({len(names)} points)" if len(names) > 4 else "")
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(["    " + line for line in lines])

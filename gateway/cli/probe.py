@@ -19,16 +19,19 @@ import yaml
 
 from gateway.cli.errors import UsageError
 from gateway.common.problems import did_you_mean
-from gateway.config.model import DeviceConfig, ModbusRtuLink, ModbusRtuTcpLink, ModbusTcpLink
+from gateway.config.model import DeviceConfig
 from gateway.core.commands import CommandError, check_value
 from gateway.core.device import Device
-from gateway.core.pointio import read_point, write_point
-from gateway.points.codec import ByteOrder, Codec, CodecError, DataType
+from gateway.points.types import DataType
 from gateway.profiles.expand import expand
-from gateway.profiles.model import Table
 from gateway.profiles.registry import ProfileRegistry
-from gateway.south.modbus.errors import TransactionError
+from gateway.south.driver import TransactionError
+from gateway.south.modbus.codec import ByteOrder, Codec, CodecError
+from gateway.south.modbus.driver import DRIVER
+from gateway.south.modbus.links import ModbusRtuLink, ModbusRtuTcpLink, ModbusTcpLink
 from gateway.south.modbus.pdu import check_response, read_request
+from gateway.south.modbus.pointio import read_point, write_point
+from gateway.south.modbus.profile import Table
 from gateway.south.modbus.transport import Transport, make_transport
 
 
@@ -104,11 +107,13 @@ def _device(args: argparse.Namespace) -> Device:
             raise UsageError(f"--param takes NAME=INTEGER, got {item!r}")
         params[name] = int(value)
     profile = registry.load(args.profile)[0]
+    if profile.protocol != DRIVER.name:
+        raise UsageError(f"profile '{args.profile}' describes a {profile.protocol} device; read and write speak Modbus")
     resolved, issues = expand(profile, params)
     if issues:
         raise UsageError("; ".join(i.message for i in issues))
     config = DeviceConfig(id="probe", profile=args.profile, link="probe", unit=args.unit, params=params)
-    return Device(config, resolved, args.timeout)
+    return Device(config, resolved, args.timeout, DRIVER, args.unit)
 
 
 async def _with_transport(args: argparse.Namespace, work: Callable[[Transport], Awaitable[int]]) -> int:
@@ -143,14 +148,13 @@ async def _read_profile(transport: Transport, args: argparse.Namespace) -> int:
             if name not in names:
                 raise UsageError(f"profile '{args.profile}' has no readable point '{name}'{did_you_mean(name, names)}")
         points = [p for p in points if p.name in args.point]
-    transact = _transact(transport, args)
     failed = 0
-    for request in device.planner.plan(points):
+    for request in DRIVER.plan(device, points):
         try:
-            device.decode(request, await transact(request.pdu))
+            DRIVER.decode(device, request, await DRIVER.transact(transport, device, request))
         except TransactionError as exc:
             failed += 1
-            device.fail(request.points, f"{exc.kind}: {exc}")
+            device.fail(request.point_names, f"{exc.kind}: {exc}")
     rows = [
         {"point": p.name, "value": device.values.get(p.name), "unit": p.unit, "error": device.errors.get(p.name)}
         for p in points

@@ -11,7 +11,9 @@ from gateway.cli.errors import UsageError
 from gateway.common.problems import ConfigError, Problem, did_you_mean
 from gateway.config.schema import SCHEMAS, json_schema
 from gateway.profiles.expand import PointSpec
+from gateway.profiles.model import Profile
 from gateway.profiles.registry import ProfileRegistry, load_profile, resolve
+from gateway.south.driver import ProfileProtocol
 
 
 def register(sub: Any) -> None:
@@ -79,61 +81,33 @@ def run_show(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown profile '{args.name}'{did_you_mean(args.name, registry.names())}")
     profile, _ = registry.load(args.name)
     resolved = resolve(profile)
-    shift = profile.limits.addressing
+    rows = [point_row(profile, resolved.protocol, p) for p in resolved.points]
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "profile": profile.model_dump(mode="json", exclude_none=True),
-                    "points": [point_row(p, shift) for p in resolved.points],
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps({"profile": profile.model_dump(mode="json", exclude_none=True), "points": rows}, indent=2))
         return 0
     print(f"{profile.name}: {profile.manufacturer} {profile.model} ({profile.protocol})")
     print(f"  {profile.description.strip()}")
     print(f"  source: {profile.source.strip()}")
-    limits = profile.limits
-    print(
-        f"  limits: {limits.max_registers} registers per read, gap {limits.max_gap}, "
-        f"{'1' if shift else '0'}-based addresses, pause {limits.pause:g}s"
-    )
+    for line in resolved.protocol.summary(profile):
+        print(f"  {line}")
     if profile.parameters:
         params = ", ".join(f"{k}={v.default}" for k, v in profile.parameters.items())
         print(f"  parameters: {params}")
     print()
-    headers = ["POINT", "TABLE", "ADDRESS", "TYPE", "ORDER", "SCALE", "UNIT", "ACCESS", "LIMITS"]
-    rows = [[str(v) for v in point_row(p, shift).values()] for p in resolved.points]
-    if profile.protocol == "node":
-        headers = ["POINT", "KEY", "TYPE", "UNIT", "ACCESS", "LIMITS"]
-        rows = [[p.name, p.key or "", p.dtype.value, p.unit or "", p.access.value, _limits(p)] for p in resolved.points]
-    print(_table(headers, rows))
+    keys = list(rows[0]) if rows else ["point", "type", "unit", "access", "limits"]
+    headers = [_HEADINGS.get(k, k.upper()) for k in keys]
+    print(_table(headers, [[str(r[k]) for k in keys] for r in rows]))
     return 0
 
 
-def point_row(p: PointSpec, shift: int) -> dict[str, Any]:
-    codec = p.codec
-    return {
-        "point": p.name,
-        "table": p.table.value if p.table else "",
-        "address": p.address + shift if p.table else "",
-        "type": p.dtype.value
-        + (f"[{codec.length}]" if codec and codec.length else "")
-        + (f".{codec.bit}" if codec and p.dtype.value == "bit" else ""),
-        "byte_order": codec.byte_order.value if codec and codec.registers > 1 else "",
-        "scale": _scale(p),
-        "unit": p.unit or "",
-        "access": p.access.value + (" sbo" if p.sbo else ""),
-        "limits": _limits(p),
-    }
+_HEADINGS = {"byte_order": "ORDER"}
 
 
-def _scale(p: PointSpec) -> str:
-    codec = p.codec
-    if codec is None or (codec.scale == 1 and codec.offset == 0):
-        return ""
-    return f"x{codec.scale:g}" + (f"{codec.offset:+g}" if codec.offset else "")
+def point_row(profile: Profile, protocol: ProfileProtocol, p: PointSpec) -> dict[str, Any]:
+    """One line of a profile's points table: the neutral columns around the protocol's own."""
+    row: dict[str, Any] = {"point": p.name, **protocol.columns(profile, p)}
+    row.setdefault("type", p.dtype.value)
+    return {**row, "unit": p.unit or "", "access": p.access.value + (" sbo" if p.sbo else ""), "limits": _limits(p)}
 
 
 def _limits(p: PointSpec) -> str:

@@ -40,13 +40,16 @@ def validate(source: YamlSource, model: type[M]) -> M:
 _TYPE_MISMATCH = ("int_parsing", "int_type", "string_type", "float_type", "float_parsing", "bool_type", "none_required")
 
 
-def problems_from(source: YamlSource, model: type[BaseModel], errors: list[ErrorDetails]) -> list[Problem]:
+def problems_from(
+    source: YamlSource, model: type[BaseModel], errors: list[ErrorDetails], at: tuple[str | int, ...] = ()
+) -> list[Problem]:
+    """Located problems for a model's validation errors; `at` is where in the file the model's data sits."""
     problems: list[Problem] = []
     seen: set[tuple[Any, ...]] = set()
     for error in sorted(errors, key=lambda e: e["type"] in _TYPE_MISMATCH):  # stable: order kept otherwise
         loc = tuple(error["loc"])
         is_key = "[key]" in loc
-        path = source.resolve(tuple(p for p in loc if p != "[key]"))
+        path = source.resolve((*at, *(p for p in loc if p != "[key]")))
         if error["type"] == "union_tag_invalid":
             path = source.resolve((*path, str((error.get("ctx") or {}).get("discriminator", "")).strip("'")))
         if path in seen:

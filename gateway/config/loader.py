@@ -16,12 +16,13 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from gateway.common.problems import ConfigError, KeyPath, Problem, did_you_mean, format_path
-from gateway.common.validate import validate
+from gateway.common.validate import problems_from, validate
 from gateway.common.yamlsource import YamlSource, load_yaml
-from gateway.config.model import DeviceConfig, GatewayConfig, GatewayInfo, Link, NodeConfig
+from gateway.config.model import AnyLink, DeviceConfig, GatewayConfig, GatewayInfo, NodeConfig
 from gateway.profiles.expand import Issue, ResolvedProfile, expand
 from gateway.profiles.model import Profile
 from gateway.profiles.registry import ProfileRegistry
+from gateway.south.driver import LinkDriver, ProfileProtocol, link_driver, protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +86,7 @@ def _salvage(data: object, base: Path) -> GatewayConfig | None:
         dirs = TypeAdapter(list[Path]).validate_python(data.get("profile_dirs", []))
     except ValidationError:
         dirs = []
-    links = [x for x in valid(TypeAdapter(Link), data.get("links")) if x is not None]
+    links = [x for x in valid(TypeAdapter(AnyLink), data.get("links")) if x is not None]
     partial = GatewayConfig.model_construct(
         gateway=GatewayInfo.model_construct(id=""),
         profile_dirs=dirs,
@@ -157,27 +158,34 @@ class _Checker:
                 first[ident] = i
 
     def devices(self, config: GatewayConfig, link_ids: set[str] | None = None) -> dict[str, ResolvedProfile]:
-        links = link_ids if link_ids is not None else {link.id for link in config.links}
-        units: dict[tuple[str, int], int] = {}
+        links = {link.id: link for link in config.links}
+        names = link_ids if link_ids is not None else set(links)
+        addresses: dict[tuple[str, str], int] = {}
         out: dict[str, ResolvedProfile] = {}
         for i, device in enumerate(config.devices):
             if device is None:
                 continue
-            if device.link not in links:
-                known = ", ".join(sorted(links)) or "none defined"
-                hint = did_you_mean(device.link, links)
+            driver: LinkDriver | None = None
+            if device.link not in names:
+                known = ", ".join(sorted(names)) or "none defined"
+                hint = did_you_mean(device.link, names)
                 self.add(("devices", i, "link"), f"unknown link '{device.link}'{hint or f' (links: {known})'}")
-            elif device.enabled:
-                key = (device.link, device.unit)
-                if key in units:
-                    first = config.devices[units[key]].id
-                    self.add(
-                        ("devices", i, "unit"),
-                        f"unit {device.unit} on link '{device.link}' is already used by '{first}'",
-                    )
-                else:
-                    units[key] = i
-            resolved = self._resolve(("devices", i), device.profile, "modbus", device)
+            elif device.link in links:
+                driver = link_driver(links[device.link])
+                address, why = driver.address(device)
+                field = "unit" if device.unit is not None else "address"
+                if why is not None:
+                    self.add(("devices", i), why)
+                elif device.enabled:
+                    key = (device.link, repr(address))
+                    if key in addresses:
+                        first = config.devices[addresses[key]]
+                        owner = first.id if first else "?"
+                        used = f"{field} {address} on link '{device.link}' is already used by '{owner}'"
+                        self.add(("devices", i, field), used)
+                    else:
+                        addresses[key] = i
+            resolved = self._resolve(("devices", i), device.profile, "devices", device, driver)
             if resolved is not None:
                 out[device.id] = resolved
         return out
@@ -187,20 +195,34 @@ class _Checker:
         for i, node in enumerate(config.nodes):
             if node is None:
                 continue
-            resolved = self._resolve(("nodes", i), node.profile, "node", None)
+            resolved = self._resolve(("nodes", i), node.profile, "nodes", None, None)
             if resolved is not None:
                 out[node.id] = resolved
         return out
 
-    def _resolve(self, at: KeyPath, name: str, protocol: str, device: DeviceConfig | None) -> ResolvedProfile | None:
+    def _resolve(
+        self, at: KeyPath, name: str, section: str, device: DeviceConfig | None, driver: LinkDriver | None
+    ) -> ResolvedProfile | None:
         profile = self._profile(at, name)
         if profile is None:
             return None
-        if profile.protocol != protocol:
-            use = "nodes" if profile.protocol == "node" else "devices"
-            self.add((*at, "profile"), f"profile '{name}' describes a {profile.protocol} device; list it under {use}")
+        found = protocol(profile.protocol)
+        assert found is not None, profile.protocol  # the profile validated, so its protocol is registered
+        if found.section != section:
+            self.add(
+                (*at, "profile"), f"profile '{name}' describes a {found.name} device; list it under {found.section}"
+            )
             return None
-        overrides = {k: v.model_dump(exclude_unset=True) for k, v in device.overrides.items()} if device else {}
+        if device is not None and driver is not None and getattr(driver, "name", None) != found.name:
+            self.add(
+                (*at, "profile"),
+                f"profile '{name}' describes a {found.name} device, but link '{device.link}' speaks "
+                f"{getattr(driver, 'name', 'another protocol')}",
+            )
+            return None
+        overrides = self._overrides(at, device, found) if device else {}
+        if overrides is None:
+            return None
         params = device.params if device else {}
         # Devices of one model with the same settings share one resolved profile (points and codecs):
         # two hundred identical meters cost the memory of one.
@@ -263,4 +285,18 @@ class _Checker:
                     (*at, "points", j), f"profile '{resolved.name}' has no point '{point}'{did_you_mean(point, names)}"
                 )
         keep = tuple(p for p in resolved.points if p.name in set(wanted))
-        return ResolvedProfile(resolved.profile, resolved.params, keep, resolved.limits, resolved.forbidden)
+        return ResolvedProfile(resolved.profile, resolved.params, keep, resolved.limits)
+
+    def _overrides(self, at: KeyPath, device: DeviceConfig, found: ProfileProtocol) -> dict[str, dict[str, Any]] | None:
+        """The device's overrides, each checked against the fields its protocol's points have."""
+        out: dict[str, dict[str, Any]] = {}
+        ok = True
+        for point, fields in device.overrides.items():
+            try:
+                out[point] = found.point_fields.model_validate(fields).model_dump(exclude_unset=True)
+            except ValidationError as exc:
+                ok = False
+                self.problems.extend(
+                    problems_from(self.source, found.point_fields, exc.errors(), (*at, "overrides", point))
+                )
+        return out if ok else None

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, GetCoreSchemaHandler, field_validator, model_validator
+from pydantic_core import CoreSchema
 
 from gateway.common.types import DAY, Duration, Identifier, Seconds, Strict, Within
-from gateway.profiles.model import PointFields
+from gateway.south.driver import LinkSettings, link_types, on_change
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 # Topic levels a device must not take, because the gateway uses them under <base>/.
@@ -114,50 +115,22 @@ class HomeAssistantSettings(Strict):
 
 
 Timeout = Annotated[Duration, Seconds(0.001, 60)]
-ConnectTimeout = Annotated[Duration, Seconds(0.1, 60)]
 Interval = Annotated[Duration, Seconds(0.01, DAY)]
 
 
-class _Link(Strict):
-    id: Identifier
-    timeout: Timeout = Field(1.0, description="answer timeout per request")
+class _AnyLinkType:
+    """A link of any registered protocol, told apart by its `type` (the union is rebuilt when one registers)."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        models = tuple(model for _, model in link_types().values())
+        if len(models) == 1:
+            return handler.generate_schema(models[0])
+        union: Any = Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007 - a tuple of types
+        return handler.generate_schema(union)
 
 
-class ModbusTcpLink(_Link):
-    type: Literal["modbus-tcp"]
-    host: str
-    port: Port = 502
-    connect_timeout: ConnectTimeout = 3.0
-
-
-class ModbusRtuTcpLink(_Link):
-    """Modbus RTU frames through a serial-to-Ethernet converter."""
-
-    type: Literal["modbus-rtu-tcp"]
-    host: str
-    port: Port = 4001
-    connect_timeout: ConnectTimeout = 3.0
-
-
-class Rs485Settings(Strict):
-    rts_level_for_tx: bool = True
-    rts_level_for_rx: bool = False
-    delay_before_tx: Annotated[Duration, Seconds(0, 1)] | None = None
-    delay_before_rx: Annotated[Duration, Seconds(0, 1)] | None = None
-
-
-class ModbusRtuLink(_Link):
-    type: Literal["modbus-rtu"]
-    device: str = Field(description="serial device, e.g. /dev/ttyUSB0")
-    baudrate: Literal[1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200] = 9600
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
-    timeout: Timeout = 0.3
-    rs485: Rs485Settings | None = Field(None, description="kernel RS-485 mode (RTS drives the transceiver)")
-
-
-Link = Annotated[ModbusTcpLink | ModbusRtuTcpLink | ModbusRtuLink, Field(discriminator="type")]
+AnyLink = Annotated[LinkSettings, _AnyLinkType]
 
 
 def _not_reserved(value: str) -> str:
@@ -193,7 +166,8 @@ class DeviceConfig(Strict):
     id: Identifier
     profile: str
     link: str
-    unit: int = Field(ge=0, le=255, description="Modbus unit (slave) id")
+    unit: int | None = Field(None, ge=0, le=255, description="address on links that call it a unit (Modbus)")
+    address: int | str | None = Field(None, description="address on the link, in the form its protocol uses")
     poll: Interval = Field(1.0, description="poll interval")
     timeout: Timeout | None = Field(None, description="answer timeout; defaults to the link's")
     enabled: bool = True
@@ -201,7 +175,9 @@ class DeviceConfig(Strict):
         default_factory=dict, description="profile parameters, e.g. {line: 1}"
     )
     points: list[str] | None = Field(None, description="poll only these points (default: all)")
-    overrides: dict[str, PointFields] = Field(default_factory=dict, description="per-point changes to the profile")
+    overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-point changes to the profile (the fields its points have)"
+    )
     poll_groups: dict[str, Interval] = Field(
         default_factory=dict, description="intervals of the profile's point groups"
     )
@@ -231,7 +207,7 @@ class GatewayConfig(Strict):
     store: StoreSettings = Field(default_factory=StoreSettings)
     homeassistant: HomeAssistantSettings = Field(default_factory=HomeAssistantSettings)
     profile_dirs: list[Path] = Field(default_factory=list, description="extra profile directories")
-    links: list[Link] = Field(default_factory=list)
+    links: list[AnyLink] = Field(default_factory=list, description="links of every protocol, told apart by type")
     devices: list[DeviceConfig] = Field(default_factory=list)
     nodes: list[NodeConfig] = Field(default_factory=list)
 
@@ -242,3 +218,12 @@ class GatewayConfig(Strict):
     @property
     def client_id(self) -> str:
         return self.mqtt.client_id or f"cityedge-{self.gateway.id}"
+
+
+def _rebuild() -> None:
+    """A protocol registered or went: links of its types validate from now on (or no longer)."""
+    GatewayConfig.model_rebuild(force=True)
+
+
+on_change(_rebuild)
+Link = LinkSettings  # what every link of every protocol has

@@ -1,26 +1,33 @@
-"""JSON Schemas of the profile and configuration formats, for editor autocompletion."""
+"""JSON Schemas of the profile and configuration formats, for editor autocompletion.
+
+Both follow the registered protocols: a profile is one of their profile models (told
+apart by `protocol`), and a configuration's links are one of their link models.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Union
 
-from pydantic import BaseModel
+from pydantic import TypeAdapter
 
 from gateway.config.model import GatewayConfig
-from gateway.profiles.model import Profile
+from gateway.south.driver import protocols
 
-SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {
-    "profile": (Profile, "CityEdge device profile"),
-    "config": (GatewayConfig, "CityEdge gateway configuration"),
-}
+TITLES = {"profile": "CityEdge device profile", "config": "CityEdge gateway configuration"}
+SCHEMAS = TITLES  # the kinds `cityedge profiles schema` prints
+
+
+def _profile_schema() -> dict[str, Any]:
+    models = tuple(p.profile_model for p in protocols().values())
+    union: Any = Union[models]  # noqa: UP007 - a tuple of types
+    return TypeAdapter(union).json_schema()
 
 
 def json_schema(kind: str) -> dict[str, Any]:
-    model, title = SCHEMAS[kind]
-    schema = model.model_json_schema()
+    schema = _profile_schema() if kind == "profile" else GatewayConfig.model_json_schema()
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://cityedge.invalid/schema/{kind}.schema.json",
         **schema,
-        "title": title,
+        "title": TITLES[kind],
     }

@@ -9,8 +9,8 @@ adapters around `CommandService.execute`.
 
 Every refusal has a stable code, the same on MQTT `set/result`, in `cityedge write`
 and in audit events: unknown_device, unknown_point, read_only, bad_type,
-out_of_range, device_offline, timeout, modbus_exception, select_required,
-select_expired, duplicate_transaction, ...
+out_of_range, device_offline, timeout, select_required, select_expired,
+duplicate_transaction, and the refusal code of the device's protocol, ...
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.core.events import CommandAudited, EventBus
-from gateway.points.codec import CodecError, DataType, Value
+from gateway.points.types import DataType, PointValueError, Value
 from gateway.profiles.expand import PointSpec
 
 MAX_VALUES = 32  # points one command may write
@@ -92,11 +92,9 @@ def check_value(point: PointSpec, value: object) -> Value:
 
 
 def _encode(point: PointSpec, value: Value) -> None:
-    if point.codec is None:
-        return
     try:
-        point.codec.encode(value)
-    except CodecError as exc:
+        point.check_write(value)
+    except PointValueError as exc:
         code = "bad_type" if "expected" in str(exc) else "out_of_range"
         raise CommandError(code, f"{point.name}: {exc}", point.name) from None
 

@@ -1,19 +1,20 @@
-"""A polled Modbus device: its points, poll groups, read plan, latest values, health and reporting."""
+"""A polled device: its points, poll groups, the requests its driver plans, latest values, health and reporting."""
 
 from __future__ import annotations
 
 import hashlib
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config.model import DeviceConfig
 from gateway.core.health import DeviceHealth
-from gateway.core.planner import ReadPlanner, ReadRequest
 from gateway.core.reporting import Reporter
-from gateway.points.codec import CodecError, Value
+from gateway.points.types import Value
 from gateway.profiles.expand import PointSpec, ResolvedProfile
+from gateway.south.driver import LinkDriver, LinkSettings, link_driver
 
 
 @dataclass
@@ -25,7 +26,7 @@ class PollGroup:
     points: list[PointSpec]
     next_due: float = 0.0
     overruns: int = 0  # slots skipped because the link was too busy
-    plan: list[ReadRequest] = field(default_factory=list)
+    plan: list[Any] = field(default_factory=list)  # the driver's requests, in order
 
     def advance(self, now: float) -> None:
         self.next_due += self.interval
@@ -43,24 +44,33 @@ def stable_fraction(text: str) -> float:
 class Device:
     source = "polled"  # the command service reaches it through the engine
 
-    def __init__(self, config: DeviceConfig, resolved: ResolvedProfile, link_timeout: float) -> None:
+    def __init__(
+        self, config: DeviceConfig, resolved: ResolvedProfile, link_timeout: float, driver: LinkDriver, address: Any
+    ) -> None:
         self.id = config.id
         self.config = config
         self.resolved = resolved
-        self.unit = config.unit
+        self.driver = driver
         self.timeout = config.timeout or link_timeout
-        self.pause = resolved.limits.pause
+        self.pause = 0.0  # silence after each request (the driver sets it from the profile)
         self.points = {p.name: p for p in resolved.points}
-        self.planner = ReadPlanner(resolved.limits, resolved.forbidden)
         self.health = DeviceHealth(
             config.poll, offline_after=config.offline_after, max_backoff=config.max_backoff, rng=random.Random(self.id)
         )
         self.reporter = Reporter(config.report)
         self.values: dict[str, Value] = {}
         self.errors: dict[str, str] = {}
+        self.protocol_state = driver.prepare(self, address)
         self.groups = self._groups()
         self.group_of = {p.name: g.name for g in self.groups for p in g.points}
         self.group_ts: dict[str, int] = {}  # epoch ms each poll group last finished a cycle
+
+    @classmethod
+    def on_link(cls, config: DeviceConfig, resolved: ResolvedProfile, link: LinkSettings) -> Device:
+        """The device as its link's driver runs it (the configuration's checks made sure it has an address)."""
+        driver = link_driver(link)
+        address, _ = driver.address(config)
+        return cls(config, resolved, link.timeout, driver, address)
 
     def _groups(self) -> list[PollGroup]:
         intervals = {**self.resolved.profile.poll_groups, **self.config.poll_groups}
@@ -72,7 +82,7 @@ class Device:
         for name, points in members.items():
             interval = intervals.get(name, self.config.poll) if name else self.config.poll
             group = PollGroup(name or "default", interval, points)
-            group.plan = self.planner.plan(points)
+            group.plan = self.driver.plan(self, points)
             groups.append(group)
         return groups
 
@@ -87,40 +97,25 @@ class Device:
 
     def describe(self) -> dict[str, Any]:
         config = self.config
-        return {"link": config.link, "unit": config.unit, "poll_s": config.poll, "enabled": config.enabled}
+        where: dict[str, Any] = {"link": config.link}
+        if config.unit is not None:
+            where["unit"] = config.unit
+        if config.address is not None:
+            where["address"] = config.address
+        return {**where, "poll_s": config.poll, "enabled": config.enabled}
 
     def replan(self) -> None:
         for group in self.groups:
-            group.plan = self.planner.plan(group.points)
+            group.plan = self.driver.plan(self, group.points)
 
-    def decode(self, request: ReadRequest, data: bytes) -> None:
-        """Store the values carried by one answer (register bytes or packed bits)."""
-        values, errors = self.values, self.errors
-        if request.table.is_bits:
-            for p, offset in request.points:
-                values[p.name] = bool(data[offset >> 3] >> (offset & 7) & 1)
-                errors.pop(p.name, None)
-            return
-        for p, offset in request.points:
-            try:
-                values[p.name] = p.codec.decode(data, offset)  # type: ignore[union-attr]
-                errors.pop(p.name, None)
-            except CodecError as exc:
-                values.pop(p.name, None)
-                errors[p.name] = exc.reason
-
-    def fail(self, points: list[PointSpec] | tuple[tuple[PointSpec, int], ...], reason: str) -> None:
+    def fail(self, names: Iterable[str], reason: str) -> None:
         """These points have no value this cycle: an error, never the last good value."""
-        for item in points:
-            name = item[0].name if isinstance(item, tuple) else item.name
+        for name in names:
             self.values.pop(name, None)
             self.errors[name] = reason
 
     def clear_all(self, reason: str) -> None:
-        for name in self.points:
-            if self.points[name].access.readable:
-                self.values.pop(name, None)
-                self.errors[name] = reason
+        self.fail((name for name, p in self.points.items() if p.access.readable), reason)
 
     @staticmethod
     def timestamp() -> int:

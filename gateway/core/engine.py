@@ -1,8 +1,9 @@
-"""The Modbus engine: one scheduler per link, devices on them, and the API the north side uses.
+"""The engine of polled devices: one scheduler per link, devices on them, each link spoken by its driver.
 
 Values and health changes leave as events on the bus; `write` and `read` go through
-the link's priority lane; `health` describes links and devices for the health topic;
-`apply` brings a new configuration in, restarting only what changed.
+the link's priority lane; `link_health` describes the links for the health topic;
+`apply` brings a new configuration in, restarting only what changed. Which protocol
+a link speaks is its driver's business (`gateway.south.driver`).
 """
 
 from __future__ import annotations
@@ -20,14 +21,12 @@ from gateway.core.commands import CommandError, check_value
 from gateway.core.device import Device
 from gateway.core.events import EventBus
 from gateway.core.health import State
-from gateway.core.pointio import read_point, write_point
 from gateway.core.scheduler import LinkScheduler
 from gateway.core.state import StateStore
 from gateway.core.supervision import Supervisor
-from gateway.points.codec import CodecError, NotFiniteError, Value
+from gateway.points.types import NotFiniteError, PointValueError, Value
 from gateway.profiles.expand import PointSpec
-from gateway.south.modbus.errors import ConnectionFailed, ModbusExceptionResponse, TransactionError
-from gateway.south.modbus.transport import make_transport
+from gateway.south.driver import ConnectionFailed, DeviceRefused, TransactionError, link_driver
 
 log = logging.getLogger("cityedge.engine")
 
@@ -100,7 +99,8 @@ class Engine:
                     report.devices_removed.append(device_id)
         for link_id, link in new_links.items():
             if link_id not in self.links:
-                self.links[link_id] = LinkScheduler(link_id, make_transport(link), self.bus, self.supervisor)
+                driver = link_driver(link)
+                self.links[link_id] = LinkScheduler(link_id, driver, driver.transport(link), self.bus, self.supervisor)
                 if self._running:
                     self.links[link_id].start()
                 if link_id not in report.links_restarted:
@@ -118,7 +118,7 @@ class Engine:
 
     def _add_device(self, config: DeviceConfig, loaded: LoadedConfig) -> None:
         link = next(link for link in loaded.config.links if link.id == config.link)
-        device = Device(config, loaded.devices[config.id], link.timeout)
+        device = Device.on_link(config, loaded.devices[config.id], link)
         self.devices[config.id] = device
         self._link_of[config.id] = config.link
         self.links[config.link].add(device)
@@ -161,12 +161,12 @@ class Engine:
             raise CommandError("device_offline", f"{device_id} is offline ({device.health.reason})", name)
         scheduler = self.links[self._link_of[device_id]]
 
-        async def transact(pdu: bytes) -> bytes:
-            return await scheduler.transaction(device, pdu)
+        async def transact(request: Any) -> Any:
+            return await scheduler.transaction(device, request)
 
         async def job() -> Value | None:
-            await write_point(transact, point, checked)
-            return await read_point(transact, point) if readback else None
+            await device.driver.write(transact, device, point, checked)
+            return await device.driver.read(transact, device, point) if readback else None
 
         result: Value | None = await self._run(scheduler, device, point, job)
         if readback and result != checked and not _close(result, checked):
@@ -180,12 +180,14 @@ class Engine:
             raise CommandError("write_only", f"{name} can be written but not read", name)
         scheduler = self.links[self._link_of[device_id]]
 
-        async def transact(pdu: bytes) -> bytes:
-            return await scheduler.transaction(device, pdu)
+        async def transact(request: Any) -> Any:
+            return await scheduler.transaction(device, request)
 
         try:
-            result: Value = await self._run(scheduler, device, point, lambda: read_point(transact, point))
-        except CodecError as exc:
+            result: Value = await self._run(
+                scheduler, device, point, lambda: device.driver.read(transact, device, point)
+            )
+        except PointValueError as exc:
             code = exc.reason if isinstance(exc, NotFiniteError) else "decode_error"
             raise CommandError(code, f"{device_id}.{name}: {exc}", name) from None
         return result
@@ -199,8 +201,8 @@ class Engine:
             raise CommandError(
                 "timeout", f"{device.id} did not complete the command in {budget:g}s", point.name
             ) from None
-        except ModbusExceptionResponse as exc:
-            raise CommandError("modbus_exception", f"{device.id} refused: {exc}", point.name, exc.code) from None
+        except DeviceRefused as exc:
+            raise CommandError(exc.command_code, f"{device.id} refused: {exc}", point.name, exc.code) from None
         except ConnectionFailed as exc:
             raise CommandError("device_offline", f"{device.id}: {exc}", point.name) from None
         except TransactionError as exc:

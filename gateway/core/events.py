@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
-from gateway.points.codec import Value
+from gateway.points.types import Value
 
 log = logging.getLogger("cityedge.events")
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.config.model import ReportSettings
-from gateway.points.codec import Value
+from gateway.points.types import Value
 
 
 class Reporter:

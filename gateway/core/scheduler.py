@@ -21,9 +21,7 @@ from gateway.core.device import Device, PollGroup
 from gateway.core.events import DeviceUpdate, EventBus, HealthChanged, LinkDown, LinkUp
 from gateway.core.health import Counters, State
 from gateway.core.supervision import Supervisor
-from gateway.south.modbus.errors import ConnectionFailed, ModbusExceptionResponse, TransactionError
-from gateway.south.modbus.pdu import check_response
-from gateway.south.modbus.transport import Transport
+from gateway.south.driver import ConnectionFailed, LinkDriver, LinkTransport, TransactionError
 
 log = logging.getLogger("cityedge.engine")
 
@@ -38,7 +36,7 @@ class LinkStats:
     reason: str | None = None
     reconnect_backoff: float = 0.0
 
-    def to_json(self, transport: Transport, uptime: float) -> dict[str, Any]:
+    def to_json(self, transport: LinkTransport, uptime: float) -> dict[str, Any]:
         return {
             "state": self.state,
             "reason": self.reason,
@@ -50,8 +48,16 @@ class LinkStats:
 
 
 class LinkScheduler:
-    def __init__(self, link_id: str, transport: Transport, bus: EventBus, supervisor: Supervisor | None = None) -> None:
+    def __init__(
+        self,
+        link_id: str,
+        driver: LinkDriver,
+        transport: LinkTransport,
+        bus: EventBus,
+        supervisor: Supervisor | None = None,
+    ) -> None:
         self.id = link_id
+        self.driver = driver
         self.transport = transport
         self.bus = bus
         self.supervisor = supervisor or Supervisor()
@@ -115,8 +121,8 @@ class LinkScheduler:
 
     # -- transactions -------------------------------------------------------------------------
 
-    async def transaction(self, device: Device, pdu: bytes) -> bytes:
-        """One request/answer on this link, counted for the device and the link. Returns the answer's data."""
+    async def transaction(self, device: Device, request: Any) -> Any:
+        """One request/answer on this link, counted for the device and the link. Returns the driver's answer."""
         loop = asyncio.get_running_loop()
         if loop.time() < self._retry_at:
             raise ConnectionFailed(f"{self.id}: link down ({self.stats.reason}), retrying later", "link_down")
@@ -125,14 +131,13 @@ class LinkScheduler:
         device_counters.requests += 1
         link_counters.requests += 1
         try:
-            answer = await self.transport.transact(device.unit, pdu, device.timeout)
-            data = check_response(pdu, answer)
+            answer = await self.driver.transact(self.transport, device, request)
         except TransactionError as exc:
             device_counters.errors[exc.kind] += 1
             link_counters.errors[exc.kind] += 1
             if isinstance(exc, ConnectionFailed) and not exc.dropped:
                 self._link_down(exc)  # the next transaction reconnects at once after a drop; a refusal backs off
-            elif isinstance(exc, ModbusExceptionResponse):
+            elif exc.answered:
                 self._link_up()
                 self._answered(device, loop.time() - start)
             raise
@@ -142,7 +147,7 @@ class LinkScheduler:
                 await asyncio.sleep(device.pause)
         self._link_up()
         self._answered(device, loop.time() - start)
-        return data
+        return answer
 
     def _answered(self, device: Device, seconds: float) -> None:
         device.health.counters.rtt.add(seconds)
@@ -221,30 +226,31 @@ class LinkScheduler:
             await self._drain_priority()
             request = queue.popleft()
             try:
-                data = await self.transaction(device, request.pdu)
-            except ModbusExceptionResponse as exc:
-                answered += 1
-                if exc.code == 2 and device.planner.split(request):
-                    device.replan()
-                    queue.extendleft(reversed(device.planner.plan(p for p, _ in request.points)))
-                    log.info("%s: exception 02 on a merged read at %d; split it", device.id, request.start)
-                    continue
-                device.fail(request.points, exc.name)
-                partial_reason = exc.name
-                continue
+                answer = await self.transaction(device, request)
             except ConnectionFailed as exc:
                 failure = exc
                 break
             except TransactionError as exc:
-                if exc.kind in ("crc", "framing") and answered:
-                    device.fail(request.points, exc.kind)  # a bad frame among good ones: keep going
+                if exc.answered:  # the device refused: maybe it wants the points asked for otherwise
+                    answered += 1
+                    instead = self.driver.replan(device, request, exc)
+                    if instead is not None:
+                        device.replan()
+                        queue.extendleft(reversed(instead))
+                        log.info("%s: %s on a merged request; asking for its points apart", device.id, exc.kind)
+                        continue
+                    device.fail(request.point_names, exc.kind)
+                    partial_reason = exc.kind
+                    continue
+                if exc.corrupt and answered:
+                    device.fail(request.point_names, exc.kind)  # a bad frame among good ones: keep going
                     partial_reason = exc.kind
                     continue
                 failure = exc  # a timeout (or garbage instead of an answer): skip the rest of the cycle
                 break
             answered += 1
             received = asyncio.get_running_loop().time()
-            device.decode(request, data)
+            self.driver.decode(device, request, answer)
         if failure is None and probe:
             # The probe answered: back to normal at once, with a full cycle right away,
             # and the schedule re-anchored on now.

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from gateway import __version__
 from gateway.core.events import DeviceOffline, DeviceOnline, EventBus, HealthChanged
 from gateway.core.supervision import InputFaults, Supervisor
-from gateway.points.codec import Value
+from gateway.points.types import Value
 from gateway.profiles.expand import ResolvedProfile
 
 STATES = ("online", "degraded", "offline")

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import device_profiles
 from gateway.common.problems import ConfigError, Problem
-from gateway.common.validate import validate
 from gateway.common.yamlsource import YamlSource, load_yaml
 from gateway.profiles.expand import Issue, ResolvedProfile, expand
-from gateway.profiles.model import Profile
+from gateway.profiles.model import Profile, parse_profile
 
 SHIPPED_DIR = Path(device_profiles.__file__).parent
 
@@ -48,7 +47,7 @@ class ProfileRegistry:
 def load_profile(path: Path) -> tuple[Profile, YamlSource]:
     """Load one profile file and check it with its default parameters."""
     source = load_yaml(path)
-    profile = validate(source, Profile)
+    profile = parse_profile(source)
     problems: list[Problem] = []
     if profile.name != path.stem:
         problems.append(source.problem(("name",), f"name '{profile.name}' must match the file name '{path.stem}'"))

@@ -18,7 +18,7 @@ import aiomqtt
 from gateway import __version__
 from gateway.north.extensions.base import Extension
 from gateway.north.message import Kind
-from gateway.points.codec import INTEGER_TYPES, DataType
+from gateway.points.types import INTEGER_TYPES, DataType
 from gateway.profiles.expand import PointSpec, ResolvedProfile
 
 
@@ -65,7 +65,7 @@ def component(p: PointSpec, set_topic: str) -> dict[str, Any] | None:
                 p="number",
                 command_template='{"values": {"%s": {{ value }}}}' % p.name,
                 mode="box",
-                step=1 if p.dtype in INTEGER_TYPES and (p.codec is None or p.codec.scale == 1) else 0.01,
+                step=1 if p.dtype in INTEGER_TYPES and p.scale in (None, 1) else 0.01,
             )
             entry.pop("state_class", None)
             if p.min is not None:

@@ -1,6 +1,17 @@
-"""Why a Modbus transaction failed, classified so health counters and operators can tell causes apart."""
+"""Why a Modbus transaction failed, as the common kinds every driver's failures have (see south/driver.py)."""
 
 from __future__ import annotations
+
+from gateway.south.driver import ConnectionFailed, CorruptAnswer, DeviceRefused, Timeout, TransactionError
+
+__all__ = [
+    "ConnectionFailed",
+    "CrcError",
+    "FrameError",
+    "ModbusExceptionResponse",
+    "ModbusTimeout",
+    "TransactionError",
+]
 
 EXCEPTION_NAMES = {
     1: "illegal_function",
@@ -15,55 +26,28 @@ EXCEPTION_NAMES = {
 }
 
 
-class TransactionError(Exception):
-    """Base of every classified failure. `kind` is the counter it lands in."""
-
-    kind = "error"
-    # Whether the device answered at all (exceptions) or not (timeouts, broken links).
-    answered = False
+class ModbusTimeout(Timeout):
+    pass
 
 
-class ModbusTimeout(TransactionError):
-    kind = "timeout"
-
-
-class CrcError(TransactionError):
+class CrcError(CorruptAnswer):
     """A frame of the right shape whose CRC is wrong: noise, a bad cable or a bad termination."""
 
     kind = "crc"
 
 
-class FrameError(TransactionError):
+class FrameError(CorruptAnswer):
     """Bytes that are not the expected answer: garbage, a wrong length, another unit's answer."""
 
     kind = "framing"
 
 
-class ConnectionFailed(TransactionError):
-    """The link itself is down: refused, reset, unreachable, or a serial port that vanished."""
-
-    kind = "connection"
-
-    def __init__(self, message: str, reason: str = "connection_failed") -> None:
-        super().__init__(message)
-        self.reason = reason  # connection_refused, connection_reset, port_missing, ...
-
-    @property
-    def dropped(self) -> bool:
-        """The connection was up and went during a transaction: the device in flight broke it, not the link."""
-        return self.reason == "connection_reset"
-
-
-class ModbusExceptionResponse(TransactionError):
+class ModbusExceptionResponse(DeviceRefused):
     """The device answered with an exception code."""
 
-    answered = True
+    command_code = "modbus_exception"
 
     def __init__(self, function: int, code: int) -> None:
-        self.function, self.code = function, code
-        self.name = EXCEPTION_NAMES.get(code, f"exception_{code}")
-        super().__init__(f"exception {code} ({self.name}) to function {function}")
-
-    @property
-    def kind(self) -> str:  # type: ignore[override]
-        return self.name
+        name = EXCEPTION_NAMES.get(code, f"exception_{code}")
+        super().__init__(name, f"exception {code} ({name}) to function {function}", code)
+        self.function = function

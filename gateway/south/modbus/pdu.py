@@ -5,8 +5,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from gateway.profiles.model import Table
 from gateway.south.modbus.errors import FrameError, ModbusExceptionResponse
+from gateway.south.modbus.profile import Table
 
 READ_FUNCTION = {Table.COIL: 1, Table.DISCRETE: 2, Table.HOLDING: 3, Table.INPUT: 4}
 _HEADER = struct.Struct(">BHH")

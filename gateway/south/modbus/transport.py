@@ -19,9 +19,9 @@ from typing import Any
 import serial
 import serial.rs485
 
-from gateway.config.model import ModbusRtuLink, ModbusRtuTcpLink, ModbusTcpLink
 from gateway.south.modbus.errors import ConnectionFailed, FrameError, TransactionError
 from gateway.south.modbus.framing import Found, MbapFramer, RtuFramer, final_error
+from gateway.south.modbus.links import ModbusRtuLink, ModbusRtuTcpLink, ModbusTcpLink
 from gateway.south.modbus.pdu import normal_response_length
 
 log = logging.getLogger("cityedge.modbus")

@@ -34,8 +34,9 @@ from gateway.core.state import StateStore
 from gateway.core.supervision import InputFaults, Supervisor, guarded
 from gateway.north.message import Kind
 from gateway.north.mqtt import MqttLink
-from gateway.points.codec import DataType, Value
-from gateway.profiles.expand import ResolvedProfile
+from gateway.points.types import DataType, Value
+from gateway.profiles.expand import PointSpec, ResolvedProfile
+from gateway.south.nodes.profile import NodeKey
 
 MAX_NODE_PAYLOAD = 8 * 1024
 MAX_UNKNOWN = 1000
@@ -266,7 +267,7 @@ class NodeSource:
         changes: dict[str, Any] = {}
         for name, value in values.items():
             point = device.resolved.point(name)
-            changes[(point.key if point else None) or name] = value
+            changes[_key(point) if point else name] = value
         if not device.health.online:
             raise CommandError("device_offline", f"{device_id} is offline ({device.health.reason})")
         # Our own unguessable id, not the operator's transaction: only this node, answering this request, counts.
@@ -334,18 +335,25 @@ def _readings(
     values: dict[str, Value] = {}
     errors: dict[str, str] = {}
     for p in resolved.points:
-        if not p.access.readable or p.key is None:
+        if not p.access.readable:
             continue
-        if p.key in values_in:
-            value = values_in[p.key]
+        key = _key(p)
+        if key in values_in:
+            value = values_in[key]
             problem = _misfit(p.dtype, value)
             if problem is None:
                 values[p.name] = value
             else:
                 errors[p.name] = problem
-        elif p.key in errors_in:
-            errors[p.name] = str(errors_in[p.key])[:80]
+        elif key in errors_in:
+            errors[p.name] = str(errors_in[key])[:80]
     return values, errors
+
+
+def _key(point: PointSpec) -> str:
+    """The name a point travels under in the node's telemetry and commands."""
+    attributes: NodeKey = point.attributes
+    return attributes.key
 
 
 def _misfit(dtype: DataType, value: object) -> str | None:

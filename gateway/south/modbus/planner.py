@@ -16,10 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from gateway.profiles.expand import PointSpec
-from gateway.profiles.model import Limits, Table
 from gateway.south.modbus.pdu import READ_FUNCTION, read_request
-
-Forbidden = tuple[tuple[Table | None, int, int], ...]
+from gateway.south.modbus.profile import Forbidden, Limits, Table, place
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +36,10 @@ class ReadRequest:
     def end(self) -> int:
         return self.start + self.count - 1
 
+    @property
+    def point_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p, _ in self.points)
+
 
 class ReadPlanner:
     def __init__(self, limits: Limits, forbidden: Forbidden = ()) -> None:
@@ -48,11 +50,10 @@ class ReadPlanner:
     def plan(self, points: Iterable[PointSpec]) -> list[ReadRequest]:
         by_table: dict[Table, list[PointSpec]] = {}
         for p in points:
-            if p.table is not None:
-                by_table.setdefault(p.table, []).append(p)
+            by_table.setdefault(place(p).table, []).append(p)
         requests: list[ReadRequest] = []
         for table in Table:  # a stable order: coils, discrete inputs, holding, input registers
-            members = sorted(by_table.get(table, ()), key=lambda p: (p.address, p.end))
+            members = sorted(by_table.get(table, ()), key=lambda p: (place(p).address, place(p).end))
             requests.extend(self._make(table, group) for group in self.groups(table, members))
         return requests
 
@@ -60,7 +61,7 @@ class ReadPlanner:
         """Greedy grouping of address-sorted points."""
         out: list[list[PointSpec]] = []
         for p in members:
-            if out and self.allowed(table, out[-1][0].address, max(q.end for q in out[-1]), p):
+            if out and self.allowed(table, place(out[-1][0]).address, max(place(q).end for q in out[-1]), p):
                 out[-1].append(p)
             else:
                 out.append([p])
@@ -68,12 +69,13 @@ class ReadPlanner:
 
     def allowed(self, table: Table, start: int, end: int, p: PointSpec) -> bool:
         """May point `p` join a group spanning start..end?"""
-        new_end = max(end, p.end)
+        here = place(p)
+        new_end = max(end, here.end)
         top = self.limits.max_bits if table.is_bits else self.limits.max_registers
         if new_end - start + 1 > top:
             return False
-        if p.address > end + 1 and (
-            p.address - end - 1 > self.limits.max_gap or self._hits_forbidden(table, end + 1, p.address - 1)
+        if here.address > end + 1 and (
+            here.address - end - 1 > self.limits.max_gap or self._hits_forbidden(table, end + 1, here.address - 1)
         ):
             return False
         splits = self.splits.get(table)
@@ -91,16 +93,15 @@ class ReadPlanner:
         return False
 
     def _make(self, table: Table, group: list[PointSpec]) -> ReadRequest:
-        start = group[0].address
-        end = max(p.end for p in group)
+        start = place(group[0]).address
+        end = max(place(p).end for p in group)
         count = end - start + 1
-        return ReadRequest(
-            table, start, count, tuple((p, p.address - start) for p in group), read_request(table, start, count)
-        )
+        points = tuple((p, place(p).address - start) for p in group)
+        return ReadRequest(table, start, count, points, read_request(table, start, count))
 
     def split(self, request: ReadRequest) -> bool:
         """After exception 02 on a merged read: never merge across its middle again. False if it was one point."""
-        starts = sorted({p.address for p, _ in request.points})
+        starts = sorted({place(p).address for p, _ in request.points})
         if len(starts) < 2:
             return False
         cut = starts[len(starts) // 2]

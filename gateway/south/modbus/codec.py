@@ -1,4 +1,4 @@
-"""Register codec: Modbus registers <-> engineering values, for every type and byte order.
+"""Modbus register codec: registers <-> engineering values, for every type and byte order.
 
 A `Codec` is built once per point and then decodes straight from the response
 bytes of a read (big-endian registers, exactly as they travel on the wire), so the
@@ -21,23 +21,16 @@ from decimal import Decimal
 from enum import StrEnum
 from operator import itemgetter
 
-Value = bool | int | float | str
-
-
-class DataType(StrEnum):
-    BOOL = "bool"
-    INT16 = "int16"
-    UINT16 = "uint16"
-    INT32 = "int32"
-    UINT32 = "uint32"
-    INT64 = "int64"
-    UINT64 = "uint64"
-    FLOAT32 = "float32"
-    FLOAT64 = "float64"
-    STRING = "string"
-    BIT = "bit"
-    BITFIELD = "bitfield"
-    ENUM = "enum"
+from gateway.points.types import (
+    FLOAT_TYPES,
+    INTEGER_TYPES,
+    DataType,
+    NotFiniteError,
+    PointValueError,
+    Value,
+    finite,
+    integer_range,
+)
 
 
 class ByteOrder(StrEnum):
@@ -47,31 +40,8 @@ class ByteOrder(StrEnum):
     DCBA = "DCBA"
 
 
-class CodecError(ValueError):
+class CodecError(PointValueError):
     """A value that cannot be decoded from or encoded to registers."""
-
-    @property
-    def reason(self) -> str:
-        """What a state message says for the point: a short code where there is one."""
-        return f"decode: {self}"
-
-
-class NotFiniteError(CodecError):
-    """A float register holding NaN or an infinity (meters often fill unused registers with 0xFFFF 0xFFFF)."""
-
-    def __init__(self, value: float) -> None:
-        self.value = value
-        super().__init__(f"the device holds {value!r}, not a number")
-
-    @property
-    def reason(self) -> str:
-        return "not_a_number" if math.isnan(self.value) else "infinite"
-
-
-def finite(value: float) -> float:
-    if math.isfinite(value):
-        return value
-    raise NotFiniteError(value)
 
 
 # struct code and width in registers of the fixed-size numeric types.
@@ -85,19 +55,9 @@ _NUMERIC: dict[DataType, tuple[str, int]] = {
     DataType.FLOAT32: ("f", 2),
     DataType.FLOAT64: ("d", 4),
 }
-INTEGER_TYPES = frozenset(
-    {DataType.INT16, DataType.UINT16, DataType.INT32, DataType.UINT32, DataType.INT64, DataType.UINT64}
-)
-FLOAT_TYPES = frozenset({DataType.FLOAT32, DataType.FLOAT64})
 # Raw register types allowed underneath enums and bitfields.
 RAW_TYPES_FOR_ENUM = frozenset(INTEGER_TYPES - {DataType.INT64, DataType.UINT64})
 RAW_TYPES_FOR_BITFIELD = frozenset({DataType.UINT16, DataType.UINT32})
-
-
-def integer_range(dtype: DataType) -> tuple[int, int]:
-    code, regs = _NUMERIC[dtype]
-    bits = 16 * regs
-    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if code.islower() else (0, (1 << bits) - 1)
 
 
 def register_count(dtype: DataType, *, length: int = 0, raw_type: DataType | None = None) -> int:
