@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import report  # noqa: E402
 from gateway.config.model import GatewayConfig  # noqa: E402
 from gateway.north.message import Kind, Outgoing  # noqa: E402
-from gateway.north.mqtt import MqttLink  # noqa: E402
+from gateway.north.mqtt import MqttLink, gateway_session  # noqa: E402
 from gateway.north.outbox import Outbox  # noqa: E402
 from hil.broker import MosquittoBroker  # noqa: E402
 
@@ -46,7 +46,7 @@ async def run(messages: int, sync: str) -> dict[str, Any]:
         outbox.flush()
         stored = time.perf_counter() - start
         disk = outbox.disk_bytes()
-        link = MqttLink(config, outbox)
+        link = MqttLink(config.mqtt, outbox, gateway_session(config))
         start = time.perf_counter()
         link.start()
         while outbox.stats.sent < messages:

@@ -31,7 +31,7 @@ from gateway.north.extensions.health import GatewayHealth
 from gateway.north.extensions.homeassistant import HomeAssistant
 from gateway.north.extensions.requests import Requests
 from gateway.north.extensions.state import StatePublisher
-from gateway.north.mqtt import MqttLink
+from gateway.north.mqtt import MqttLink, gateway_session
 from gateway.north.outbox import Outbox
 from gateway.south.nodes.source import NodeSource
 
@@ -66,7 +66,9 @@ class Gateway:
             faults=self.faults,
             supervisor=self.supervisor,
         )
-        self.mqtt = MqttLink(config, self.queue, faults=self.faults, supervisor=self.supervisor)
+        self.mqtt = MqttLink(
+            config.mqtt, self.queue, gateway_session(config), faults=self.faults, supervisor=self.supervisor
+        )
         self.mqtt.on_takeover = lambda broker: self.bus.publish(ClientIdConflict(broker, config.client_id))
         self.nodes = NodeSource(
             self.loaded, self.bus, self.store, self.mqtt, faults=self.faults, supervisor=self.supervisor
@@ -76,10 +78,8 @@ class Gateway:
         self.store.section("links", self.engine.link_health)
         self.store.section("outbox", self.queue.status)
         self.store.section("mqtt", self.mqtt.status)
-        self.ctx = Context(
-            self.loaded, self.bus, self.store, self.commands, self.mqtt, self.reload, self.faults, self.supervisor
-        )
-        self.extensions = [cls(self.ctx) for cls in EXTENSIONS]
+        self.ctx = Context(self.loaded, self.bus, self.store, self.commands, self.reload, self.faults, self.supervisor)
+        self.extensions = [cls(self.ctx, self.mqtt) for cls in EXTENSIONS]
         self.stopping = asyncio.Event()
 
     async def start(self) -> None:

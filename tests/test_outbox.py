@@ -19,7 +19,7 @@ import yaml
 
 from gateway.config.model import GatewayConfig, StoreSettings
 from gateway.north.message import Kind, Outgoing
-from gateway.north.mqtt import MqttLink
+from gateway.north.mqtt import MqttLink, gateway_session
 from gateway.north.outbox import Outbox
 from hil.broker import ClosedPort, MosquittoBroker
 from hil.fixtures import SiteFactory
@@ -98,7 +98,7 @@ def link_for(broker_port: int, store: Path, **store_extra: Any) -> MqttLink:
             "store": {"path": str(store), **store_extra},
         }
     )
-    return MqttLink(config, Outbox(config.store))
+    return MqttLink(config.mqtt, Outbox(config.store), gateway_session(config))
 
 
 async def test_nothing_lost_across_ten_outages(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ from gateway.common.problems import KeyPath
 from gateway.config.model import GatewayConfig, MqttSettings
 from gateway.core.supervision import InputFaults, Supervisor, being_cancelled
 from gateway.north.message import Kind, Outgoing, dumps, json_safe
-from gateway.north.queue import MessageQueue
+from gateway.north.queue import OutgoingQueue
 
 log = logging.getLogger("cityedge.mqtt")
 
@@ -156,18 +156,49 @@ class Route:
         return tuple(2 if level == "#" else 1 if level == "+" else 0 for level in self.topic_filter.split("/"))
 
 
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """What a session says of itself, retained on `topic`: `online` once connected, `offline` as its Will
+    (the broker's word when the session dies) and on a clean stop."""
+
+    topic: str
+    online: bytes
+    offline: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """Who a broker session is: its client id, its presence (None: no birth, no Will), the trees it speaks for.
+
+    The gateway's CityEdge tree is one session; another output (Sparkplug, with its own
+    NDEATH Will) is another MqttLink with a Session of its own.
+    """
+
+    client_id: str
+    presence: Presence | None = None
+    owned: tuple[str, ...] = ()  # topic roots no requester may have us answer on
+
+
+def gateway_session(config: GatewayConfig) -> Session:
+    """The CityEdge tree's session: `<base>/status` online/offline, speaking for the base, the nodes and HA."""
+    base = config.base_topic
+    presence = Presence(f"{base}/status", dumps({"state": "online"}), dumps({"state": "offline"}))
+    return Session(config.client_id, presence, (base, config.mqtt.node_prefix, config.homeassistant.prefix))
+
+
 class MqttLink:
     def __init__(
         self,
-        config: GatewayConfig,
-        queue: MessageQueue,
+        settings: MqttSettings,
+        queue: OutgoingQueue,
+        session: Session,
         *,
         faults: InputFaults | None = None,
         supervisor: Supervisor | None = None,
     ) -> None:
-        self.config = config
-        self.settings = config.mqtt
-        self.base = config.base_topic
+        self.settings = settings
+        self.session = session
+        self.client_id = session.client_id
         self.queue = queue
         self.faults = faults or InputFaults()
         self.supervisor = supervisor or Supervisor()
@@ -255,13 +286,13 @@ class MqttLink:
         """Say offline, flush what we can within `timeout`, disconnect cleanly (so the Will is not sent)."""
         self._stopping = True
         client = self.client
+        presence = self.session.presence
         if client is not None and self.connected.is_set():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._flush(), timeout)
-            with contextlib.suppress(Exception):
-                await client.publish(
-                    f"{self.base}/status", dumps({"state": "offline"}), qos=1, retain=True, timeout=timeout
-                )
+            if presence is not None:
+                with contextlib.suppress(Exception):
+                    await client.publish(presence.topic, presence.offline, qos=1, retain=True, timeout=timeout)
         for name in list(self.supervisor.records):
             if name.startswith("mqtt-"):
                 await self.supervisor.cancel(name)
@@ -276,7 +307,8 @@ class MqttLink:
             await asyncio.sleep(0.02)
 
     def _client(self, host: str, port: int) -> aiomqtt.Client:
-        will = aiomqtt.Will(f"{self.base}/status", dumps({"state": "offline"}), qos=1, retain=True)
+        presence = self.session.presence
+        will = None if presence is None else aiomqtt.Will(presence.topic, presence.offline, qos=1, retain=True)
         connect = None
         if self.v5:  # the broker drops anything larger instead of sending it: no message can exhaust our memory
             connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -285,7 +317,7 @@ class MqttLink:
         return aiomqtt.Client(
             host,
             port,
-            identifier=self.config.client_id,
+            identifier=self.client_id,
             username=self.settings.username,
             password=self._password,
             protocol=aiomqtt.ProtocolVersion.V5 if self.v5 else aiomqtt.ProtocolVersion.V311,
@@ -350,14 +382,16 @@ class MqttLink:
         self.stats.broker = f"{host}:{port}"
         await self._subscribe(client)
         self.queue.on_connect()
-        await client.publish(f"{self.base}/status", dumps({"state": "online"}), qos=1, retain=True)
+        if self.session.presence is not None:
+            presence = self.session.presence
+            await client.publish(presence.topic, presence.online, qos=1, retain=True)
         for hook in self._on_connect:
             try:
                 hook()
             except Exception as exc:  # one feature's birth message must not keep the others (or us) down
                 self.faults.reject("birth_hook", getattr(hook, "__qualname__", repr(hook)), repr(exc))
         self.connected.set()
-        log.info("connected to %s:%d as %s", host, port, self.config.client_id)
+        log.info("connected to %s:%d as %s", host, port, self.client_id)
 
     def _taken_over(self, host: str, port: int, pause: float) -> None:
         self.stats.takeovers += 1
@@ -367,7 +401,7 @@ class MqttLink:
             "Give each gateway its own gateway.id or mqtt.client_id.",
             host,
             port,
-            self.config.client_id,
+            self.client_id,
             pause,
         )
         if self.on_takeover is not None:

@@ -29,7 +29,7 @@ from typing import Any
 from gateway.config.model import StoreSettings
 from gateway.core.supervision import InputFaults, Supervisor
 from gateway.north.message import Kind, Outgoing
-from gateway.north.queue import MessageQueue
+from gateway.north.queue import MessageQueue, QueueStats
 
 log = logging.getLogger("cityedge.outbox")
 
@@ -58,7 +58,10 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 """
 
 
-class Outbox(MessageQueue):
+class Outbox:
+    """Durable events and telemetry in SQLite; control messages and replies (and everything, without a disk)
+    in a bounded in-memory queue it keeps."""
+
     def __init__(
         self,
         settings: StoreSettings,
@@ -67,7 +70,9 @@ class Outbox(MessageQueue):
         faults: InputFaults | None = None,
         supervisor: Supervisor | None = None,
     ) -> None:
-        super().__init__()
+        self.memory = MessageQueue()  # control messages and replies; everything when there is no disk
+        self.stats = QueueStats()  # of the durable messages
+        self._ready = self.memory.ready  # one wake-up for both: a message in either is something to send
         self.settings = settings
         self.faults = faults or InputFaults()
         self.supervisor = supervisor or Supervisor()
@@ -169,14 +174,18 @@ class Outbox(MessageQueue):
                 self.db.close()
             self.db = None
         for message in sorted(self._pending.values(), key=lambda m: m.id):
-            super().put(message)
+            self.memory.put(message)
         self._pending.clear()
 
     # -- the queue interface --------------------------------------------------------------------
 
+    def _durable(self, message: Outgoing) -> bool:
+        """Stored on disk (rather than kept in the memory queue)."""
+        return self.mode == "disk" and message.kind in DURABLE
+
     def put(self, message: Outgoing) -> None:
-        if self.mode == "memory" or message.kind not in DURABLE:
-            super().put(message)
+        if not self._durable(message):
+            self.memory.put(message)
             return
         message.id = self._next_id
         self._next_id += 1
@@ -220,7 +229,7 @@ class Outbox(MessageQueue):
         self._cursor = 0
 
     def __len__(self) -> int:
-        return super().__len__() + self._rows + len(self._pending) - len(self._acked)
+        return len(self.memory) + self._rows + len(self._pending) - len(self._acked)
 
     async def take(self, limit: int) -> list[Outgoing]:
         while True:
@@ -234,8 +243,8 @@ class Outbox(MessageQueue):
 
     def _take_now(self, limit: int) -> list[Outgoing]:
         batch: list[Outgoing] = []
-        if super().__len__():
-            batch = self._pop(limit)
+        if len(self.memory):
+            batch = self.memory.pop(limit)
         while self._hot and len(batch) < limit:
             message = self._hot.popleft()
             self._inflight.add(message.id)
@@ -278,10 +287,9 @@ class Outbox(MessageQueue):
         return out
 
     def done(self, sent: list[Outgoing]) -> None:
-        memory = [m for m in sent if m.kind not in DURABLE or self.mode == "memory"]
-        super().done(memory)
+        self.memory.done([m for m in sent if not self._durable(m)])
         for message in sent:
-            if message.kind not in DURABLE or self.mode == "memory":
+            if not self._durable(message):
                 continue
             self.stats.sent += 1
             self._inflight.discard(message.id)
@@ -289,9 +297,8 @@ class Outbox(MessageQueue):
                 self._acked.append(message.id)
 
     def give_back(self, unsent: list[Outgoing]) -> None:
-        memory = [m for m in unsent if m.kind not in DURABLE or self.mode == "memory"]
-        super().give_back(memory)
-        durable = [m for m in unsent if m.kind in DURABLE and self.mode != "memory"]
+        self.memory.give_back([m for m in unsent if not self._durable(m)])
+        durable = [m for m in unsent if self._durable(m)]
         for message in durable:
             self._inflight.discard(message.id)
         replayed = [m.id for m in durable if m.id <= self._boundary]
@@ -478,7 +485,7 @@ class Outbox(MessageQueue):
         return total
 
     def oldest_ts(self) -> int | None:
-        stamps = [t for t in (super().oldest_ts(),) if t]
+        stamps = [t for t in (self.memory.oldest_ts(),) if t]
         if self.db is not None and self._rows:
             row = self.db.execute("SELECT MIN(ts) FROM messages").fetchone()
             if row and row[0]:
@@ -497,7 +504,7 @@ class Outbox(MessageQueue):
             "bytes_on_disk": self.disk_bytes(),
             "oldest_age_s": round(time.time() - oldest / 1000, 1) if oldest else 0,
             "replay_rate": round(self._replayed / elapsed, 1) if elapsed > 1 and self._replayed else 0.0,
-            "sent": self.stats.sent,
+            "sent": self.stats.sent + self.memory.stats.sent,
             "dropped": dict(self.dropped_by_kind),
         }
 

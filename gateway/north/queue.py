@@ -4,7 +4,8 @@ Control messages (retained status, availability, health) keep only the latest pe
 topic. When the queue is full the oldest telemetry goes first, then the oldest
 events; replies and control messages are never dropped for telemetry. Messages
 leave only when acknowledged; unacknowledged ones go back to the front, in order.
-The durable outbox implements the same interface.
+The durable outbox keeps one of these for what it does not store, and offers the
+same interface (`OutgoingQueue`), which is all the MQTT link sees.
 """
 
 from __future__ import annotations
@@ -13,9 +14,24 @@ import asyncio
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.north.message import Kind, Outgoing
+
+
+class OutgoingQueue(Protocol):
+    """What a broker session sends from: messages leave when acknowledged, or come back in order."""
+
+    def __len__(self) -> int: ...
+    def put(self, message: Outgoing) -> None: ...
+    async def take(self, limit: int) -> list[Outgoing]: ...
+    def done(self, sent: list[Outgoing]) -> None: ...
+    def give_back(self, unsent: list[Outgoing]) -> None: ...
+    def on_connect(self) -> None: ...
+    def on_disconnect(self) -> None: ...
+    def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def status(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -34,7 +50,7 @@ class MessageQueue:
         self._lanes: dict[Kind, deque[Outgoing]] = {k: deque() for k in (Kind.REPLY, Kind.EVENT, Kind.TELEMETRY)}
         self._bytes = 0
         self._seq = 0
-        self._ready = asyncio.Event()
+        self.ready = asyncio.Event()  # set whenever a message arrives (an owner may share it)
         self.stats = QueueStats()
 
     def __len__(self) -> int:
@@ -58,7 +74,7 @@ class MessageQueue:
             self._lanes[message.kind].append(message)
         self._bytes += message.size
         self._enforce_bounds()
-        self._ready.set()
+        self.ready.set()
 
     def _enforce_bounds(self) -> None:
         while len(self) > self.max_messages or self._bytes > self.max_bytes:
@@ -71,12 +87,13 @@ class MessageQueue:
 
     async def take(self, limit: int) -> list[Outgoing]:
         """Up to `limit` messages in send order; waits until there is at least one."""
-        while not MessageQueue.__len__(self):
-            self._ready.clear()
-            await self._ready.wait()
-        return self._pop(limit)
+        while not len(self):
+            self.ready.clear()
+            await self.ready.wait()
+        return self.pop(limit)
 
-    def _pop(self, limit: int) -> list[Outgoing]:
+    def pop(self, limit: int) -> list[Outgoing]:
+        """Up to `limit` messages in send order, at once."""
         batch: list[Outgoing] = []
         while self._control and len(batch) < limit:
             _, message = self._control.popitem(last=False)
@@ -105,7 +122,7 @@ class MessageQueue:
             self._bytes += message.size
         self._enforce_bounds()
         if unsent:
-            self._ready.set()
+            self.ready.set()
 
     def on_connect(self) -> None:
         """The broker connection is (re)established."""

@@ -75,9 +75,7 @@ def may_answer_on(mqtt: MqttLink, topic: str) -> bool:
     """
     if len(topic) > MAX_RESPONSE_TOPIC or topic.startswith("$") or any(c in topic for c in "+#\0"):
         return False
-    config = mqtt.config
-    owned = (config.base_topic, config.mqtt.node_prefix, config.homeassistant.prefix)
-    return not any(topic == root or topic.startswith(root + "/") for root in owned)
+    return not any(topic == root or topic.startswith(root + "/") for root in mqtt.session.owned)
 
 
 def error_body(transaction: str | None, error: CommandError) -> dict[str, Any]:

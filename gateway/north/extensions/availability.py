@@ -17,14 +17,14 @@ from gateway.north.message import Kind
 class Availability(Extension):
     def start(self) -> None:
         self.subscribe(HealthChanged, self.on_change)
-        self.ctx.mqtt.on_connect(self.publish_all)
+        self.mqtt.on_connect(self.publish_all)
         self.every_health_interval(self._periodic)
 
     def on_change(self, event: HealthChanged) -> None:
         self._publish(event.device, event.state, dict(event.health))
 
     def _publish(self, device: str, state: str, health: dict[str, Any]) -> None:
-        base, mqtt = self.ctx.base, self.ctx.mqtt
+        base, mqtt = self.ctx.base, self.mqtt
         availability = b"offline" if state == "offline" else b"online"
         mqtt.publish(f"{base}/{device}/availability", availability, Kind.CONTROL, retain=True, qos=1)
         mqtt.publish(f"{base}/{device}/health", health, Kind.CONTROL, retain=True, qos=1)
@@ -35,5 +35,5 @@ class Availability(Extension):
                 self._publish(device.id, device.health.state_name, device.health.to_json())
 
     def _periodic(self) -> None:
-        if self.ctx.mqtt.connected.is_set():
+        if self.mqtt.connected.is_set():
             self.publish_all()

@@ -21,7 +21,6 @@ class Context:
     bus: EventBus
     store: StateStore  # every device of every source, and the gateway's health
     commands: CommandService  # every command goes through it
-    mqtt: MqttLink  # the session the CityEdge tree is published on
     reload: Callable[[], Awaitable[dict[str, Any]]]
     faults: InputFaults = field(default_factory=InputFaults)
     supervisor: Supervisor = field(default_factory=Supervisor)
@@ -32,10 +31,14 @@ class Context:
 
 
 class Extension:
-    """Constructors only store collaborators; all wiring happens in start()."""
+    """A feature of the CityEdge tree: reads the bus and the state store, publishes through `mqtt`.
 
-    def __init__(self, ctx: Context) -> None:
+    Constructors only store collaborators; all wiring happens in start().
+    """
+
+    def __init__(self, ctx: Context, mqtt: MqttLink) -> None:
         self.ctx = ctx
+        self.mqtt = mqtt  # the session the CityEdge tree is published on
         self._tasks: list[str] = []
         self._undo: list[Callable[[], None]] = []
 

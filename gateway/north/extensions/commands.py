@@ -28,7 +28,7 @@ FIELDS = {"values", "select", "token", "readback"}
 
 class Commands(Extension):
     def start(self) -> None:
-        self.ctx.mqtt.handle(f"{self.ctx.base}/+/set", self.on_set, refuse=self.on_busy, limit=WAITING, workers=WORKERS)
+        self.mqtt.handle(f"{self.ctx.base}/+/set", self.on_set, refuse=self.on_busy, limit=WAITING, workers=WORKERS)
 
     def _device_of(self, topic: str) -> str:
         return topic[len(self.ctx.base) + 1 : -len("/set")]
@@ -49,12 +49,12 @@ class Commands(Extension):
             except Exception as exc:  # whatever happened, the operator hears back exactly once
                 self.ctx.faults.reject("command_failed", str(message.topic), f"{type(exc).__name__}: {exc}")
                 body = service.refuse(command, internal_error(exc))
-        answer(self.ctx.mqtt, message, f"{self.ctx.base}/{device}/set/result", body)
+        answer(self.mqtt, message, f"{self.ctx.base}/{device}/set/result", body)
 
     def on_busy(self, message: aiomqtt.Message) -> None:
         device = self._device_of(str(message.topic))
         body = self.ctx.commands.refuse(self._command(message, device, transaction_of(message)), busy_error("commands"))
-        answer(self.ctx.mqtt, message, f"{self.ctx.base}/{device}/set/result", body)
+        answer(self.mqtt, message, f"{self.ctx.base}/{device}/set/result", body)
 
     @staticmethod
     def _command(

@@ -54,11 +54,11 @@ def describe_devices(store: StateStore, loaded: LoadedConfig) -> list[dict[str, 
 
 class DeviceList(Extension):
     def start(self) -> None:
-        self.ctx.mqtt.on_connect(self.publish)
+        self.mqtt.on_connect(self.publish)
 
     def reloaded(self) -> None:
         self.publish()
 
     def publish(self) -> None:
         devices = describe_devices(self.ctx.store, self.ctx.loaded)
-        self.ctx.mqtt.publish(f"{self.ctx.base}/devices", devices, Kind.CONTROL, retain=True, qos=1)
+        self.mqtt.publish(f"{self.ctx.base}/devices", devices, Kind.CONTROL, retain=True, qos=1)

@@ -15,6 +15,6 @@ class EventPublisher(Extension):
 
     def on_event(self, event: Notable) -> None:
         ts = int(time.time() * 1000)
-        self.ctx.mqtt.publish(
+        self.mqtt.publish(
             f"{self.ctx.base}/event", {"ts": ts, "kind": event.kind, **event.to_json()}, Kind.EVENT, ts=ts
         )

@@ -16,7 +16,7 @@ class GatewayHealth(Extension):
 
     def start(self) -> None:
         self.subscribe(HealthChanged, self.on_change)
-        self.ctx.mqtt.on_connect(self.publish)
+        self.mqtt.on_connect(self.publish)
         self.every_health_interval(self.publish)
 
     def on_change(self, _: HealthChanged) -> None:
@@ -26,4 +26,4 @@ class GatewayHealth(Extension):
     def publish(self) -> None:
         self._last_counts = self.ctx.store.counts()
         health = self.ctx.store.gateway_health()
-        self.ctx.mqtt.publish(f"{self.ctx.base}/health", health, Kind.CONTROL, retain=True, qos=1)
+        self.mqtt.publish(f"{self.ctx.base}/health", health, Kind.CONTROL, retain=True, qos=1)

@@ -121,8 +121,8 @@ class HomeAssistant(Extension):
         settings = self.ctx.loaded.config.homeassistant
         if not settings.enabled:
             return
-        self.ctx.mqtt.on_connect(self.publish)
-        self.ctx.mqtt.handle(f"{settings.prefix}/status", self.on_ha_status)
+        self.mqtt.on_connect(self.publish)
+        self.mqtt.handle(f"{settings.prefix}/status", self.on_ha_status)
 
     async def on_ha_status(self, message: aiomqtt.Message) -> None:
         if message.payload in (b"online", "online"):
@@ -170,7 +170,7 @@ class HomeAssistant(Extension):
         for device in self.ctx.store.devices():  # polled devices and ESP32 nodes alike
             topic = f"{prefix}/device/{_object_id(gateway, device.id)}/config"
             current.add(topic)
-            self.ctx.mqtt.publish(topic, self.discovery(device.id, device.resolved), Kind.CONTROL, retain=True, qos=1)
+            self.mqtt.publish(topic, self.discovery(device.id, device.resolved), Kind.CONTROL, retain=True, qos=1)
         for topic in self.sent - current:  # devices that left the configuration: remove them from HA
-            self.ctx.mqtt.publish(topic, b"", Kind.CONTROL, retain=True, qos=1)
+            self.mqtt.publish(topic, b"", Kind.CONTROL, retain=True, qos=1)
         self.sent = current

@@ -25,7 +25,7 @@ WAITING = 1024
 
 class Requests(Extension):
     def start(self) -> None:
-        self.ctx.mqtt.handle(
+        self.mqtt.handle(
             f"{self.ctx.base}/request/+", self.on_request, refuse=self.on_busy, limit=WAITING, workers=WORKERS
         )
 
@@ -40,12 +40,12 @@ class Requests(Extension):
         except Exception as exc:  # whatever happened, the sender hears back exactly once
             self.ctx.faults.reject("request_failed", str(message.topic), f"{type(exc).__name__}: {exc}")
             body = error_body(transaction or transaction_of(message), internal_error(exc))
-        answer(self.ctx.mqtt, message, f"{self.ctx.base}/response/{action}", body)
+        answer(self.mqtt, message, f"{self.ctx.base}/response/{action}", body)
 
     def on_busy(self, message: aiomqtt.Message) -> None:
         action = str(message.topic).rpartition("/")[2]
         body = error_body(transaction_of(message), busy_error("requests"))
-        answer(self.ctx.mqtt, message, f"{self.ctx.base}/response/{action}", body)
+        answer(self.mqtt, message, f"{self.ctx.base}/response/{action}", body)
 
     async def _do(self, action: str, data: dict[str, Any]) -> Any:
         if action == "reload":

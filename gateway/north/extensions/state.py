@@ -17,7 +17,7 @@ class StatePublisher(Extension):
             payload["seq"] = update.seq
         if update.errors:
             payload["errors"] = update.errors
-        mqtt = self.ctx.mqtt
+        mqtt = self.mqtt
         mqtt.publish(
             f"{self.ctx.base}/{update.device}/state",
             payload,
