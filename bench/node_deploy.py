@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import report
-from gateway.technician.board import Board
 from gateway.technician.deploy import FIRMWARE, deploy
+from gateway.technician.serial_board import Board
 from hil.fixtures import BoardProcess
 
 BAUD_BYTES_PER_S = 115200 / 10

@@ -262,7 +262,7 @@ class Site:
             elif step.hardware is not None:
                 node.set_hardware(**step.hardware)
             else:
-                await node.kill("hard")
+                await node.kill("power_on")
             return
         if step.device is not None:
             if step.fault is not None:

@@ -291,6 +291,21 @@ CASES = [
         file="relay",
     ),
     Case(
+        "write-wider-than-the-device-takes",
+        _device("meter"),
+        "serial:",
+        "points.serial",
+        "'serial' takes 8 registers; this device writes at most 4 at once (limits.max_write_registers)",
+        {
+            "meter": _profile(
+                "meter",
+                "limits: {max_write_registers: 4}\n"
+                "points:\n  serial: {table: holding, address: 0, type: string, length: 16, access: rw}\n",
+            )
+        },
+        file="meter",
+    ),
+    Case(
         "overlap",
         _device("meter"),
         "b:",

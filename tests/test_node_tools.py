@@ -1,4 +1,4 @@
-"""`cityedge node deploy|provision|monitor|setup` against the emulated board (hil/board.py) and a real mosquitto.
+"""`cityedge node deploy/provision/monitor/setup` against the emulated board (hil/emulated_board.py), real mosquitto.
 
 The board is the MicroPython unix port behind a pseudo-terminal speaking the raw REPL, driven by
 mpremote's own transport; it boots the deployed app from its flash directory and reports to the broker.
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from gateway.technician import NodeToolError
-from gateway.technician.board import Board, BoardInfo
 from gateway.technician.deploy import FIRMWARE, build, deploy, mpy_cross_binary, mpy_cross_command
+from gateway.technician.serial_board import Board, BoardInfo
 from hil.broker import MosquittoBroker
 from hil.fixtures import BoardFactory, BoardProcess
 from hil.ptyline import raw_port

@@ -134,7 +134,7 @@ async def test_remote_configuration_survives_a_reset(world: World) -> None:
     refused = await world.watcher.command(BASE, "pole-1", {"values": {"report_interval": 2}})
     assert refused["error"]["code"] == "out_of_range"  # the profile says 5..3600
     since = len(world.watcher.seen)
-    await node.kill("hard")  # pull the plug; it boots again
+    await node.kill("power_on")  # pull the plug; it boots again
     info = await world.watcher.wait_for(lambda s: s.topic == "nodes/pole-1/info", since=since, timeout=30)
     assert info.json()["interval"] == 7
 
@@ -144,7 +144,7 @@ async def test_repeated_early_resets_mean_safe_mode(world: World) -> None:
     for _ in range(3):
         since = len(world.watcher.seen)
         await world.watcher.wait_for(lambda s: s.topic == "nodes/pole-1/info", since=since, timeout=30)
-        await node.kill("hard")
+        await node.kill("power_on")
     info = await world.watcher.wait_for(
         lambda s: s.topic == "nodes/pole-1/info" and s.json()["safe_mode"], since=len(world.watcher.seen), timeout=30
     )
@@ -200,3 +200,28 @@ async def test_a_thousand_malformed_node_messages(world: World) -> None:
     await world.watcher.send("nodes/pole-2/telemetry", b'{"ts": 1795959231938, "seq": 1, "values": {"lux": 5.5}}')
     state = await world.watcher.topic(f"{BASE}/pole-2/state")
     assert state.json()["values"] == {"illuminance": 5.5}  # and the gateway still works
+
+
+async def test_reset_causes_follow_the_esp32_port(world: World) -> None:
+    """machine.reset() boots with SOFT_RESET (what MicroPython's ESP32 port reports), pulling the plug with PWRON."""
+    node = await world.node()
+    health = lambda: [json.loads(s.payload) for s in world.watcher.on("nodes/pole-1/health")]  # noqa: E731
+    await until(lambda: bool(health()), 30, "a health report")
+    assert health()[-1]["reset_cause"] == "power_on"
+    since = len(world.watcher.seen)
+    await world.watcher.send("nodes/pole-1/cmd", {"id": "r1", "cmd": "reboot"})
+    await world.watcher.wait_for(lambda s: s.topic == "nodes/pole-1/cmd/result", since=since, timeout=15)
+    await until(lambda: node.exits[-1:] == [75], 15, "machine.reset()")
+    rebooted = await world.watcher.wait_for(
+        lambda s: s.topic == "nodes/pole-1/health" and json.loads(s.payload)["uptime_s"] < 10,
+        since=len(world.watcher.seen),
+        timeout=30,
+    )
+    assert json.loads(rebooted.payload)["reset_cause"] == "soft"
+    await node.kill()
+    again = await world.watcher.wait_for(
+        lambda s: s.topic == "nodes/pole-1/health" and json.loads(s.payload)["reset_cause"] == "power_on",
+        since=len(world.watcher.seen),
+        timeout=30,
+    )
+    assert json.loads(again.payload)["uptime_s"] < 10

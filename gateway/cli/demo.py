@@ -10,6 +10,8 @@ import signal
 import sys
 from typing import Any
 
+from gateway.cli.errors import HIL_EXTRA, needs
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="run an emulated city block with the gateway (Ctrl-C stops it)")
@@ -17,7 +19,7 @@ def register(sub: Any) -> None:
     p.add_argument("--faults", action="store_true", help="inject faults on a timeline, to watch recovery")
     p.add_argument("--broker", metavar="HOST:PORT", help="use this broker instead of starting mosquitto")
     p.add_argument("--no-table", action="store_true", help="no live status table")
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=needs(HIL_EXTRA, run))
 
 
 def run(args: argparse.Namespace) -> int:

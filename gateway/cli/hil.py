@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from gateway.cli.errors import UsageError
+from gateway.cli.errors import HIL_EXTRA, UsageError, needs
 
 
 def register(sub: Any) -> None:
@@ -31,14 +31,14 @@ def register(sub: Any) -> None:
     serve.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     serve.add_argument("--no-timeline", action="store_true", help="do not play the scenario's timeline")
     serve.add_argument("--json", action="store_true", help="print the endpoints as one JSON line")
-    serve.set_defaults(handler=run_serve)
+    serve.set_defaults(handler=needs(HIL_EXTRA, run_serve))
 
     run = actions.add_parser("run", help="run a scenario: site, gateway and broker together; check expectations")
     run.add_argument("scenario", type=Path)
     run.add_argument("--broker", metavar="HOST:PORT", help="use this broker instead of starting mosquitto")
     run.add_argument("--duration", type=float, metavar="SECONDS", help="override the scenario's duration")
     run.add_argument("--json", action="store_true", help="the report as JSON")
-    run.set_defaults(handler=run_run)
+    run.set_defaults(handler=needs(HIL_EXTRA, run_run))
 
     board = actions.add_parser("board", help="an emulated ESP32 with MicroPython on a serial port, for the node tools")
     board.add_argument("--dir", type=Path, required=True, help="the board's state: flash/, console.log, the port link")
@@ -105,7 +105,7 @@ def run_board(args: argparse.Namespace) -> int:
 
 
 async def _board(args: argparse.Namespace) -> int:
-    from hil.board import EmulatedBoard
+    from hil.emulated_board import EmulatedBoard
 
     network = None
     if args.network:

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.errors import UsageError
-from gateway.technician import NodeToolError
+from gateway.cli.errors import NODE_EXTRA, UsageError, needs
+from gateway.technician import FIRMWARE, NodeToolError
 
 CHIP_NAMES = ["esp32", "esp32s2", "esp32s3", "esp32c3", "esp32c6"]
 SENSOR_HELP = "TYPE[:key=value,...], e.g. bh1750, pir:pin=27, battery:pin=34,divider=2 (repeat for more)"
@@ -27,19 +27,19 @@ def register(sub: Any) -> None:
     flash = actions.add_parser("flash", help="erase the board and write MicroPython with esptool")
     _port(flash)
     _flash_options(flash, required=True)
-    flash.set_defaults(handler=run_flash)
+    flash.set_defaults(handler=needs(NODE_EXTRA, run_flash))
 
     deploy = actions.add_parser("deploy", help="copy the node app to the board (compiled, verified), then reset")
     _port(deploy)
     _deploy_options(deploy)
     deploy.add_argument("--no-reset", action="store_true", help="leave the app stopped (the board stays in the REPL)")
-    deploy.set_defaults(handler=run_deploy)
+    deploy.set_defaults(handler=needs(NODE_EXTRA, run_deploy))
 
     provision = actions.add_parser("provision", help="write the node's config.json (id, WiFi, broker, sensors)")
     _port(provision)
     _provision_options(provision)
     provision.add_argument("--no-reset", action="store_true", help="do not reset the board afterwards")
-    provision.set_defaults(handler=run_provision)
+    provision.set_defaults(handler=needs(NODE_EXTRA, run_provision))
 
     monitor = actions.add_parser("monitor", help="follow a node: its messages on the broker, or its serial console")
     monitor.add_argument("--id", help="the node id (for the broker)")
@@ -60,7 +60,7 @@ def register(sub: Any) -> None:
     _provision_options(setup)
     setup.add_argument("--watch-broker", metavar="HOST[:PORT]", help="where this laptop reaches the node's broker")
     setup.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="wait this long for data")
-    setup.set_defaults(handler=run_setup)
+    setup.set_defaults(handler=needs(NODE_EXTRA, run_setup))
 
 
 def _port(p: argparse.ArgumentParser) -> None:
@@ -78,8 +78,6 @@ def _flash_options(p: argparse.ArgumentParser, required: bool) -> None:
 
 
 def _deploy_options(p: argparse.ArgumentParser) -> None:
-    from gateway.technician.deploy import FIRMWARE
-
     p.add_argument("--app", type=Path, default=FIRMWARE, metavar="DIR", help="the node app (default: firmware/)")
     p.add_argument("--source", action="store_true", help="copy .py sources instead of compiled .mpy files")
 
@@ -144,8 +142,8 @@ def run_flash(args: argparse.Namespace) -> int:
 
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from gateway.technician.board import Board
     from gateway.technician.deploy import deploy
+    from gateway.technician.serial_board import Board
 
     try:
         with Board(args.port, args.baud, args.wait) as board:
@@ -227,8 +225,8 @@ def _sensor(spec: str) -> dict[str, Any]:
 
 
 def run_provision(args: argparse.Namespace) -> int:
-    from gateway.technician.board import Board
     from gateway.technician.provision import provision, summary
+    from gateway.technician.serial_board import Board
 
     try:
         config = node_config_from(args)

@@ -28,12 +28,15 @@ class PollGroup:
     overruns: int = 0  # slots skipped because the link was too busy
     plan: list[Any] = field(default_factory=list)  # the driver's requests, in order
 
-    def advance(self, now: float) -> None:
+    def advance(self, now: float) -> int:
+        """Move to the next slot; the slots skipped because the link was too busy (never burst to catch up)."""
         self.next_due += self.interval
-        if self.next_due <= now:  # fell behind: skip to the next slot instead of bursting
-            missed = int((now - self.next_due) // self.interval) + 1
-            self.overruns += missed
-            self.next_due += missed * self.interval
+        if self.next_due > now:
+            return 0
+        missed = int((now - self.next_due) // self.interval) + 1
+        self.overruns += missed
+        self.next_due += missed * self.interval
+        return missed
 
 
 def stable_fraction(text: str) -> float:

@@ -72,7 +72,7 @@ class DeviceHealth:
         self.counters = Counters()
         self.cycles = 0
         self.failed_cycles = 0
-        self.reconnects = 0
+        self.overruns = 0  # poll slots skipped because the link was too busy (the link counts reconnects)
         self.known = False  # no cycle has finished yet
 
     def cycle_done(self, *, ok: bool, partial: bool, reason: str = "") -> bool:
@@ -119,6 +119,6 @@ class DeviceHealth:
             "backoff_s": round(self.backoff, 2),
             "cycles": self.cycles,
             "failed_cycles": self.failed_cycles,
-            "reconnects": self.reconnects,
+            "overruns": self.overruns,
             **self.counters.to_json(),
         }

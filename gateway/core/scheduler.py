@@ -213,7 +213,7 @@ class LinkScheduler:
         if device.health.state is State.OFFLINE:
             group.next_due = now + device.health.next_probe_in()
         else:
-            group.advance(now)
+            device.health.overruns += group.advance(now)
 
     async def _cycle(self, device: Device, group: PollGroup, *, probe: bool = False) -> None:
         """Poll one group of one device: every planned read, or one probe while the device is offline."""

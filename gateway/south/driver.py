@@ -16,6 +16,7 @@ Failures are `TransactionError`s of four kinds the health counters know: no answ
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol
@@ -304,8 +305,16 @@ def link_type_of(model: type[LinkSettings]) -> str:
     return args[0]
 
 
+# The protocols that ship with CityEdge: each module registers its protocol when imported.
+# A new protocol folder adds its driver module here (tests may register their own at any time).
+BUILTIN = ("gateway.south.modbus.driver", "gateway.south.nodes.profile")
+_loaded_builtins = False
+
+
 def _builtins() -> None:
-    """The protocols that ship with CityEdge register themselves on first use."""
-    if "modbus" not in _PROTOCOLS:
-        import gateway.south.modbus.driver
-        import gateway.south.nodes.profile  # noqa: F401
+    """Import the shipped protocols on first use (so importing the contract costs nothing)."""
+    global _loaded_builtins  # noqa: PLW0603 - once per process
+    if not _loaded_builtins:
+        _loaded_builtins = True
+        for module in BUILTIN:
+            importlib.import_module(module)

@@ -19,10 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.technician import NodeToolError
-from gateway.technician.board import NODE_STATE, Board, BoardInfo
+from gateway.technician import FIRMWARE, NodeToolError
+from gateway.technician.serial_board import NODE_STATE, Board, BoardInfo
 
-FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 SOURCE_ONLY = {"boot.py", "main.py"}
 NATIVE = re.compile(rb"@micropython\.(native|viper|asm_\w+)\b")
 SHIPPED_SUFFIXES = {".py", ".json", ".txt", ".pem", ".der", ".bin"}

@@ -23,7 +23,7 @@ from gateway.common.types import Identifier, Strict
 from gateway.common.validate import validate
 from gateway.common.yamlsource import YamlSource, load_yaml
 from gateway.technician import NodeToolError
-from gateway.technician.board import NODE_STATE, Board, mask_secrets
+from gateway.technician.serial_board import NODE_STATE, Board, mask_secrets
 
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="an environment variable's name")]
 Pin = Annotated[int, Field(ge=0, le=48)]

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.technician import NodeToolError
-from gateway.technician.board import Board
-from gateway.technician.deploy import FIRMWARE, deploy
+from gateway.technician import FIRMWARE, NodeToolError
+from gateway.technician.deploy import deploy
 from gateway.technician.flash import FirmwareImage, flash
 from gateway.technician.provision import provision
+from gateway.technician.serial_board import Board
 from gateway.technician.watch import SENSOR_KEYS, BrokerOptions, NodeSeen, reading_words, rssi_words, watch
 
 PORT_RETURN_S = 15.0  # a board with native USB drops off the bus while it resets after flashing

@@ -18,10 +18,27 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hil.node.micropython.exits import EXIT_DEEPSLEEP, NEXT_BOOT, RESET_CAUSES, SOFT_BOOTS
+
 FIRMWARE = Path(__file__).resolve().parent.parent.parent / "firmware"
 FAKES = Path(__file__).resolve().parent / "micropython"
-EXIT_RESET, EXIT_DEEPSLEEP = 75, 76
-RESET_CAUSES = {"power_on": 1, "hard": 2, "watchdog": 3, "deep_sleep": 4, "soft": 5}
+
+__all__ = ["EXIT_DEEPSLEEP", "NodeEmulator", "boot_environment", "chip_boot", "next_boot"]
+
+
+def chip_boot(boot: str, last: str) -> str:
+    """The chip-level boot behind `boot`: a soft reboot restarts MicroPython, not the chip."""
+    return last if boot in SOFT_BOOTS else boot
+
+
+def boot_environment(hardware: Path, chip: str) -> dict[str, str]:
+    """The environment an emulated chip boots in: its hardware file and its reset cause."""
+    return {**os.environ, "CITYEDGE_HW": str(hardware), "CITYEDGE_RESET_CAUSE": str(RESET_CAUSES[chip])}
+
+
+def next_boot(code: int, pending: str) -> str:
+    """How the board boots after its process ended with `code`; `pending` when the host stopped it itself."""
+    return pending if code < 0 else NEXT_BOOT.get(code, "power_on")
 
 
 def micropython_binary() -> str:
@@ -113,6 +130,7 @@ class NodeEmulator:
         self.output: list[str] = []
         self._task: asyncio.Task[None] | None = None
         self._next_cause = "power_on"
+        self._chip = "power_on"  # the last chip-level boot (what machine.reset_cause() reports)
         self.sleep_scale = 0.0  # seconds of real time per second of deep sleep (0: wake at once)
         self.restart = True
 
@@ -142,11 +160,8 @@ class NodeEmulator:
     async def _supervise(self) -> None:
         binary = micropython_binary()
         while True:
-            env = {
-                **os.environ,
-                "CITYEDGE_HW": str(self.flash / "hw.json"),
-                "CITYEDGE_RESET_CAUSE": str(RESET_CAUSES[self._next_cause]),
-            }
+            self._chip = chip_boot(self._next_cause, self._chip)
+            env = boot_environment(self.flash / "hw.json", self._chip)
             self.proc = await asyncio.create_subprocess_exec(
                 binary,
                 "-X",
@@ -167,14 +182,11 @@ class NodeEmulator:
             self.exits.append(code)
             if not self.restart:
                 return
-            if code == EXIT_DEEPSLEEP:
-                self._next_cause = "deep_sleep"
+            self._next_cause = next_boot(code, self._next_cause)
+            if self._next_cause == "deep_sleep":
                 await asyncio.sleep(self._sleep_seconds())
-            elif code == EXIT_RESET + 10:
-                self._next_cause = "watchdog"
-            else:
-                self._next_cause = "soft" if code == EXIT_RESET else "hard"
-                await asyncio.sleep(0.2)
+            elif self._next_cause not in SOFT_BOOTS:
+                await asyncio.sleep(0.2)  # a reset takes the chip a moment
 
     def _sleep_seconds(self) -> float:
         for line in reversed(self.output):
@@ -182,8 +194,8 @@ class NodeEmulator:
                 return int(line.split()[1]) / 1000 * self.sleep_scale
         return 0.0
 
-    async def kill(self, cause: str = "hard") -> None:
-        """Pull the plug: the process dies at once; it boots again (a reset) if restart is on."""
+    async def kill(self, cause: str = "power_on") -> None:
+        """Pull the plug: the process dies at once; it boots again (powered on) if restart is on."""
         self._next_cause = cause
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()

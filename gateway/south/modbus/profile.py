@@ -75,7 +75,7 @@ class Limits(Strict):
     forbidden: list[AddressRange] = Field(default_factory=list, description="ranges that must never be read")
     addressing: Literal[0, 1] = Field(0, description="1 if the vendor's addresses start at 1")
     pause: Annotated[Duration, Seconds(0, 10)] = Field(0.0, description="silence between two requests to this device")
-    max_write_registers: int = Field(123, ge=1, le=123)
+    max_write_registers: int = Field(123, ge=1, le=123, description="most registers one write may carry")
 
 
 class SerialDefaults(Strict):
@@ -212,6 +212,15 @@ def point_issues(profile: Profile, points: Sequence[PointSpec]) -> Iterable[Issu
     limits: Limits = profile.limits
     yield from _overlaps(points)
     yield from _forbidden_hits(points, forbidden_ranges(limits), limits.addressing)
+    for p in points:  # a write is one request (FC06 or FC16): the device must take the whole point at once
+        here = place(p)
+        if p.access.writable and not here.table.is_bits and here.registers > limits.max_write_registers:
+            yield Issue(
+                p.origin,
+                f"'{p.name}' takes {here.registers} registers; this device writes at most "
+                f"{limits.max_write_registers} at once (limits.max_write_registers)",
+                key=True,
+            )
 
 
 def _overlaps(points: Sequence[PointSpec]) -> Iterator[Issue]:

@@ -6,8 +6,17 @@ import os
 import sys
 import time
 
-PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
-EXIT_RESET, EXIT_DEEPSLEEP, EXIT_SOFT = 75, 76, 77  # exit codes the harness reads as "reset", "deep sleep", "soft"
+from exits import (  # noqa: F401 - the reset causes are machine's constants
+    DEEPSLEEP_RESET,
+    EXIT_DEEPSLEEP,
+    EXIT_RESET,
+    EXIT_SOFT,
+    EXIT_WATCHDOG,
+    HARD_RESET,
+    PWRON_RESET,
+    SOFT_RESET,
+    WDT_RESET,
+)
 
 
 def _hw():
@@ -121,7 +130,7 @@ def check_watchdogs():
     for wdt in _WDTS:
         if time.ticks_diff(time.ticks_ms(), wdt.fed) > wdt.timeout:
             sys.stdout.write("watchdog reset\n")
-            _exit(EXIT_RESET + 10)
+            _exit(EXIT_WATCHDOG)
 
 
 class RTC:

@@ -2,9 +2,9 @@
 # working directory. It boots like the board (boot.py, then main.py unless the soft reset came from the raw
 # REPL), then serves MicroPython's friendly REPL and its raw REPL with raw-paste, the protocol mpremote speaks.
 #
-#   micropython board.py FAKES MODE      MODE: power_on | hard | soft | soft_raw | watchdog
+#   micropython chip.py FAKES MODE      MODE: power_on | reset | soft | soft_raw | watchdog | deep_sleep
 #
-# The host (hil/board.py) relays the pseudo-terminal to stdin/stdout, turns Ctrl-C into SIGINT (a
+# The host (hil/emulated_board.py) relays the pseudo-terminal to stdin/stdout, turns Ctrl-C into SIGINT (a
 # KeyboardInterrupt here, as the USB interrupt character is on the chip) and restarts this process on
 # the exit codes below. Status lines for the host go to stderr: "INT" once a Ctrl-C has been handled.
 import sys
@@ -28,7 +28,7 @@ sys.modules["socket"] = fake_socket
 
 import os  # noqa: E402
 
-EXIT_HARD, EXIT_SOFT, EXIT_SOFT_RAW = 75, 77, 78
+from exits import EXIT_SOFT, EXIT_SOFT_RAW  # noqa: E402
 BANNER = "MicroPython v%d.%d.%d on 2026-01-01; CityEdge emulated board with ESP32\r\nType \"help()\" for more information.\r\n"
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 WINDOW = 256  # raw-paste flow-control window, as on the chip (MICROPY_REPL_STDIN_BUFFER_MAX)

@@ -1,7 +1,7 @@
 """An emulated ESP32 board on a serial port, for rehearsing and testing the technician tools without hardware.
 
 The board is the MicroPython unix port behind a pseudo-terminal. On the MicroPython side
-(`hil/node/micropython/board.py`) it boots like the chip: boot.py and main.py from its flash
+(`hil/node/micropython/chip.py`) it boots like the chip: boot.py and main.py from its flash
 filesystem (a directory), then MicroPython's friendly REPL and the raw REPL with raw-paste that
 mpremote speaks. On this side, `EmulatedBoard` owns the pseudo-terminal (a stable link such as
 `<dir>/ttyUSB0` points to it), relays it to the MicroPython process, turns Ctrl-C into SIGINT
@@ -37,10 +37,10 @@ from typing import Any
 from gateway.technician import NodeToolError
 from gateway.technician.flash import CHIPS, inspect_bytes
 from hil.esprom import FLASH_DEFL_END, FLASH_END, FLASH_SIZE, SPI_FLASH_MD5, EspRomProtocol
-from hil.node import FAKES, RESET_CAUSES, micropython_binary
+from hil.node import FAKES, boot_environment, chip_boot, micropython_binary, next_boot
+from hil.node.micropython.exits import SOFT_BOOTS
 from hil.ptyline import raw_port
 
-EXIT_HARD, EXIT_DEEPSLEEP, EXIT_SOFT, EXIT_SOFT_RAW, EXIT_WATCHDOG = 75, 76, 77, 78, 85
 DEFAULT_BOARD_HARDWARE: dict[str, Any] = {
     "i2c": {"35": {"read": "0190"}},  # a BH1750 light sensor at 0x23: 333.3 lx
     "pins": {"27": 0},  # a PIR on GPIO 27, no motion
@@ -51,7 +51,7 @@ ROM_BANNER = (
     "ets Jun  8 2016 00:22:57\r\n\r\nrst:{rst},boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"
     "configsip: 0, SPIWP:0xee\r\nmode:DIO, clock div:2\r\nentry 0x400805f0\r\n"
 )
-ROM_RESETS = {"power_on": "0x1 (POWERON_RESET)", "hard": "0xc (SW_CPU_RESET)", "watchdog": "0x10 (RTCWDT_RTC_RESET)"}
+ROM_RESETS = {"power_on": "0x1 (POWERON_RESET)", "reset": "0xc (SW_CPU_RESET)", "watchdog": "0x10 (RTCWDT_RTC_RESET)"}
 INTERRUPT_ACK_S = 1.0
 ESPTOOL_SYNC = b"\xc0\x00\x08"  # the start of esptool's first SLIP packet: SYNC
 DONE_IDLE_S, GAVE_UP_IDLE_S = 0.5, 3.0  # download mode ends this long after esptool's last byte
@@ -104,6 +104,7 @@ class EmulatedBoard:
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
         self._next = "power_on"
+        self._chip = "power_on"  # the last chip-level boot (what machine.reset_cause() reports)
         self._last_byte = b""
         self._log: Any = None
 
@@ -182,11 +183,8 @@ class EmulatedBoard:
                 self._emit(BLANK_BOOT.encode())
                 await self._wake.wait()
                 continue
-            env = {
-                **os.environ,
-                "CITYEDGE_HW": str(self.state / "hw.json"),
-                "CITYEDGE_RESET_CAUSE": str(RESET_CAUSES["soft" if mode.startswith("soft") else mode]),
-            }
+            self._chip = chip_boot(mode, self._chip)
+            env = boot_environment(self.state / "hw.json", self._chip)
             env.pop("CITYEDGE_NET", None)
             env.pop("CITYEDGE_WIFI", None)
             if self.network:
@@ -197,7 +195,7 @@ class EmulatedBoard:
                 binary,
                 "-X",
                 f"heapsize={self.heap}",
-                str(FAKES / "board.py"),
+                str(FAKES / "chip.py"),
                 str(FAKES),
                 mode,
                 cwd=self.flash,
@@ -216,13 +214,8 @@ class EmulatedBoard:
             await status
             if self._exit_code is not None:  # what the program asked for, whatever the interpreter did after
                 code = self._exit_code
-            self._next = {
-                EXIT_SOFT: "soft",
-                EXIT_SOFT_RAW: "soft_raw",
-                EXIT_WATCHDOG: "watchdog",
-                EXIT_DEEPSLEEP: "deep_sleep",
-            }.get(code, self._next if code < 0 else "hard")
-            if code not in (EXIT_SOFT, EXIT_SOFT_RAW):
+            self._next = next_boot(code, self._next)
+            if self._next not in SOFT_BOOTS:
                 await asyncio.sleep(0.1)  # a reset takes the chip a moment
 
     async def _status(self, proc: asyncio.subprocess.Process) -> None:
