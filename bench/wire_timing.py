@@ -1,4 +1,4 @@
-"""Wire-timed RTU emulation: measured transactions per second against the brief's formula.
+"""Wire-timed RTU emulation: measured transactions per second against the line formula (13 + 2N) characters + 2 x t3.5.
 
 T = (13 + 2N) * 11 / baud + 2 * t3.5 per read of N registers (8E1: 11 bits per character).
 Run: .venv/bin/python bench/wire_timing.py   (or bench/run for everything)

@@ -51,7 +51,6 @@ class MQTTClient:
         self.last_rx = time.ticks_ms()
         self.on_message = None  # callback(topic: str, payload: bytes, retain: bool)
         self.subscriptions = []
-        self.reconnects = 0
         self._lock = asyncio.Lock()
 
     async def connect(self, timeout=10):

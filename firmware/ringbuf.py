@@ -8,7 +8,7 @@ HEADER_SIZE = struct.calcsize(HEADER)
 
 
 class RingBuffer:
-    def __init__(self, path, slots=256, slot_size=192):
+    def __init__(self, path, slots, slot_size):
         self.path = path
         self.slots, self.slot_size = slots, slot_size
         self.first = self.count = 0

@@ -17,7 +17,7 @@ from typing import Any
 
 from gateway.points.types import DataType, PointValueError, Value
 from gateway.profiles.expand import PointSpec, ResolvedProfile
-from gateway.south.modbus.profile import ModbusPlace, Table, forbidden_ranges, place
+from gateway.south.modbus.profile import ModbusPlace, Table, forbidden_hit, forbidden_ranges, place
 
 # Modbus exception codes a fault may inject, by name and number.
 EXCEPTION_CODES = {
@@ -248,11 +248,7 @@ class EmulatedDevice:
         return None
 
     def _forbidden(self, table: Table, start: int, end: int) -> bool:
-        for ftable, fstart, fend in self.forbidden:
-            applies = ftable is table if ftable is not None else not table.is_bits
-            if applies and start <= fend and end >= fstart:
-                return True
-        return False
+        return forbidden_hit(self.forbidden, table, start, end) is not None
 
 
 def _within(p: PointSpec, value: Value) -> bool:

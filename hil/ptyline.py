@@ -5,8 +5,8 @@ as it would open /dev/ttyUSB0; the emulated devices listen on the other end. A p
 moves bytes instantly, so the relay can re-create what a real line does: bytes take
 their time on the wire at the line's baud rate, the line is half-duplex, and each
 change of direction costs the 3.5-character silence Modbus RTU requires. With
-`wire_timing` on, one read of N registers takes (13 + 2N) characters + 2 x t3.5,
-the brief's formula.
+`wire_timing` on, one read of N registers takes (13 + 2N) characters + 2 x t3.5
+(8 bytes of request, 5 + 2N of answer, and the silence before each).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def t35(baudrate: int, parity: str = "N", stopbits: int = 1) -> float:
 
 
 def transaction_time(registers: int, baudrate: int, parity: str = "E", stopbits: int = 1, device: float = 0.0) -> float:
-    """The brief's formula for one FC03/04 read of `registers` registers."""
+    """Wire time of one FC03/04 read of `registers` registers: (13 + 2N) characters and two t3.5 silences."""
     return (13 + 2 * registers) * char_time(baudrate, parity, stopbits) + 2 * t35(baudrate, parity, stopbits) + device
 
 

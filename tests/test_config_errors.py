@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
+from tests.config_files import write_site
 
 HEADER = "gateway: {id: cab-1}\n"
 LINKS = """\
@@ -457,12 +458,7 @@ def _locate(text: str, needle: str, nth: int) -> tuple[int, int]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_broken_file_is_reported_exactly(case: Case, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = tmp_path / "site.yaml"
-    config.write_text(case.config)
-    (tmp_path / "profiles").mkdir()
-    for name, text in case.profiles.items():
-        (tmp_path / "profiles" / f"{name}.yaml").write_text(text)
-    target = config if case.file == "config" else tmp_path / "profiles" / f"{case.file}.yaml"
+    config, target = write_site(tmp_path, case.config, case.profiles, case.file)
     if case.at == "\n":  # a syntax error at the end of the file
         line, column = target.read_text().count("\n") + 1, 1
     else:

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from gateway.cli import main
+from tests.config_files import write_site
 
 HEADER = "gateway: {id: cab-1}\n"
 LINK = "links:\n  - {id: net, type: modbus-tcp, host: 127.0.0.1}\n"
@@ -295,12 +296,7 @@ def _mapped_bytes() -> int:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile_configuration_is_refused_at_its_line(case: Case, tmp_path: Path) -> None:
-    config = tmp_path / "site.yaml"
-    config.write_text(case.config)
-    (tmp_path / "profiles").mkdir()
-    for name, text in case.profiles.items():
-        (tmp_path / "profiles" / f"{name}.yaml").write_text(text)
-    target = config if case.file == "config" else tmp_path / "profiles" / f"{case.file}.yaml"
+    config, target = write_site(tmp_path, case.config, case.profiles, case.file)
     text = target.read_text()
     line = text.count("\n", 0, text.index(case.at)) + 1
 

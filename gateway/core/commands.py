@@ -91,6 +91,17 @@ def check_value(point: PointSpec, value: object) -> Value:
     return value
 
 
+def find_point(devices: Devices | Mapping[str, Any], device_id: str, name: str) -> tuple[Any, PointSpec]:
+    """The device and its point; CommandError(unknown_device | unknown_point) when either is not there."""
+    device = devices.get(device_id)
+    if device is None:
+        raise CommandError("unknown_device", f"no device '{device_id}'")
+    point = device.resolved.point(name)
+    if point is None:
+        raise CommandError("unknown_point", f"{device_id} has no point '{name}'", name)
+    return device, point
+
+
 def _encode(point: PointSpec, value: Value) -> None:
     try:
         point.check_write(value)
@@ -226,13 +237,7 @@ class CommandService:
         return {"transaction": command.transaction, "status": "ok", "values": written}
 
     def _point(self, device_id: str, name: str) -> tuple[Any, PointSpec]:
-        device = self.devices.get(device_id)
-        if device is None:
-            raise CommandError("unknown_device", f"no device '{device_id}'")
-        point = device.resolved.point(name)
-        if point is None:
-            raise CommandError("unknown_point", f"{device_id} has no point '{name}'", name)
-        return device, point
+        return find_point(self.devices, device_id, name)
 
     def _source(self, device: Any) -> Source:
         return self.sources[device.source]

@@ -17,7 +17,7 @@ from typing import Any
 
 from gateway.config.loader import LoadedConfig
 from gateway.config.model import DeviceConfig
-from gateway.core.commands import CommandError, check_value
+from gateway.core.commands import CommandError, check_value, find_point
 from gateway.core.device import Device
 from gateway.core.events import EventBus
 from gateway.core.health import State
@@ -145,13 +145,8 @@ class Engine:
     # -- commands -------------------------------------------------------------------------------
 
     def point(self, device_id: str, name: str) -> tuple[Device, PointSpec]:
-        device = self.devices.get(device_id)
-        if device is None:
-            raise CommandError("unknown_device", f"no device '{device_id}'")
-        point = device.points.get(name)
-        if point is None:
-            raise CommandError("unknown_point", f"{device_id} has no point '{name}'", name)
-        return device, point
+        found: tuple[Device, PointSpec] = find_point(self.devices, device_id, name)
+        return found
 
     async def write(self, device_id: str, name: str, value: object, *, readback: bool = False) -> Value | None:
         """Validate, write through the priority lane, optionally read back. CommandError on any refusal."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from gateway.profiles.expand import PointSpec
 from gateway.south.modbus.pdu import READ_FUNCTION, read_request
-from gateway.south.modbus.profile import Forbidden, Limits, Table, place
+from gateway.south.modbus.profile import Forbidden, Limits, Table, forbidden_hit, place
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +86,7 @@ class ReadPlanner:
         return True
 
     def _hits_forbidden(self, table: Table, first: int, last: int) -> bool:
-        for ftable, fstart, fend in self.forbidden:
-            applies = ftable is table if ftable is not None else not table.is_bits
-            if applies and first <= fend and last >= fstart:
-                return True
-        return False
+        return forbidden_hit(self.forbidden, table, first, last) is not None
 
     def _make(self, table: Table, group: list[PointSpec]) -> ReadRequest:
         start = place(group[0]).address

@@ -129,6 +129,19 @@ def forbidden_ranges(limits: Limits) -> Forbidden:
     return tuple((r.table, r.start - shift, r.end - shift) for r in limits.forbidden)
 
 
+def forbidden_hit(forbidden: Forbidden, table: Table, first: int, last: int) -> tuple[int, int] | None:
+    """The first forbidden range that wire addresses first..last of `table` touch, or None.
+
+    A range without a table applies to both register tables (not to coils and discrete inputs).
+    The planner, the profile checks and the emulated devices all ask this one question.
+    """
+    for ftable, start, end in forbidden:
+        applies = ftable is table if ftable is not None else not table.is_bits
+        if applies and first <= end and last >= start:
+            return start, end
+    return None
+
+
 def build_place(profile: Profile, f: dict[str, Any], base: int, bad: Report) -> ModbusPlace | None:
     """The point's place from its merged fields, or None after reporting what is wrong."""
     limits: Limits = profile.limits
@@ -253,9 +266,7 @@ def _may_share(a: PointSpec, b: PointSpec) -> bool:
 def _forbidden_hits(points: Sequence[PointSpec], forbidden: Forbidden, shift: int) -> Iterator[Issue]:
     for p in points:
         here = place(p)
-        for table, start, end in forbidden:
-            applies = here.table is table if table is not None else not here.table.is_bits
-            if applies and here.address <= end and here.end >= start:
-                yield Issue(
-                    p.origin, f"'{p.name}' lies in the forbidden range {start + shift}..{end + shift}", key=True
-                )
+        hit = forbidden_hit(forbidden, here.table, here.address, here.end)
+        if hit is not None:
+            start, end = hit
+            yield Issue(p.origin, f"'{p.name}' lies in the forbidden range {start + shift}..{end + shift}", key=True)
