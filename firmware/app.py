@@ -134,18 +134,6 @@ class Node:
             await asyncio.sleep(backoff)
             backoff = min(60, backoff * 2)
 
-    async def keepalive_loop(self):
-        while True:
-            await asyncio.sleep(max(1, self.client.keepalive // 2))
-            if self.client.connected:
-                if not self.client.alive():  # no answer to our pings: the link is dead, whatever WiFi says
-                    await self.client.close()
-                else:
-                    try:
-                        await self.client.ping()
-                    except Exception:
-                        await self.client.close()
-
     # -- readings ---------------------------------------------------------------------------------
 
     def measure(self):
@@ -182,17 +170,10 @@ class Node:
             if reading is None:
                 await asyncio.sleep_ms(200)
                 continue
-            pid_before = self.client.pid
-            if not await self.client.publish(topic, reading, False, 1):
-                await asyncio.sleep_ms(100)
-                continue
-            pid = self.client.pid if self.client.pid != pid_before else None
-            for _ in range(100):  # wait for the PUBACK, at most 10 s
-                if pid not in self.client.unacked:
-                    break
-                await asyncio.sleep_ms(100)
-            if pid not in self.client.unacked:
+            if await self.client.deliver(topic, reading):
                 self.buffer.pop()
+            else:
+                await asyncio.sleep_ms(100)
             gc.collect()
 
     # -- health, info, time -------------------------------------------------------------------------
@@ -336,7 +317,7 @@ class Node:
     async def main(self):
         if self.wlan.isconnected() or await self._connect_wifi():
             self.sync_time()
-        tasks = [self.network_loop(), self.keepalive_loop(), self.sender_loop(), self.health_loop(),
+        tasks = [self.network_loop(), self.client.keep_alive(), self.sender_loop(), self.health_loop(),
                  self.watchdog_loop()]
         for coro in tasks:
             asyncio.create_task(coro)

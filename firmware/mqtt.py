@@ -1,4 +1,5 @@
-# MQTT 3.1.1 client for MicroPython asyncio: QoS 0 and 1, keepalive, Will, retransmission.
+# MQTT 3.1.1 client for MicroPython asyncio: QoS 0 and 1 (deliver() waits for the PUBACK), keep-alive
+# (keep_alive() closes a link the broker stopped answering), Will, retransmission after a reconnect.
 # Written for a microcontroller: fixed buffers, no allocation in the publish hot path beyond
 # the packet itself, and a dead link is found by keepalive, never by trusting the WiFi flag.
 import asyncio
@@ -123,6 +124,33 @@ class MQTTClient:
         if self.connected:
             await self._publish(topic, msg, retain, qos, pid)
         return True
+
+    async def deliver(self, topic, msg, retain=False, timeout_ms=10000):
+        """Publish with QoS 1 and wait for the broker's PUBACK: True once acknowledged, False when the
+        window is full, the link is down or no PUBACK came in time (the message is then resent with DUP
+        after the next connect, so the caller may keep its copy and try again)."""
+        if not self.connected or not await self.publish(topic, msg, retain, 1):
+            return False
+        pid = self.pid
+        start = time.ticks_ms()
+        while pid in self.unacked and self.connected and time.ticks_diff(time.ticks_ms(), start) < timeout_ms:
+            await asyncio.sleep_ms(50)
+        return pid not in self.unacked
+
+    async def keep_alive(self):
+        """Ping every half keepalive while connected; a link the broker no longer answers is closed,
+        whatever the WiFi flag says, so the owner's connect loop makes a new one. Runs for ever."""
+        while True:
+            await asyncio.sleep(max(1, self.keepalive // 2))
+            if not self.connected:
+                continue
+            if not self.alive():
+                await self.close()
+                continue
+            try:
+                await self.ping()
+            except Exception:
+                await self.close()
 
     async def _publish(self, topic, msg, retain, qos, pid, dup=False):
         kind = PUBLISH | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
