@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import report  # noqa: E402
-from hil.frames import with_crc  # noqa: E402
+from hil.modbus.frames import with_crc  # noqa: E402
 from hil.ptyline import transaction_time  # noqa: E402
-from hil.scenario import load_scenario  # noqa: E402
-from hil.site import Site  # noqa: E402
+from hil.site.emulated import Site  # noqa: E402
+from hil.site.scenario import load_scenario  # noqa: E402
 
 PROFILE = """
 name: bench-block

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from hil.broker import MosquittoBroker, find_mosquitto
-from hil.scenario import load_scenario
-from hil.site import Site
+from hil.site.emulated import Site
+from hil.site.scenario import load_scenario
 
 SiteFactory = Callable[[dict[str, Any]], Awaitable[Site]]
 

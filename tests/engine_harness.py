@@ -11,8 +11,8 @@ import yaml
 from gateway.config.loader import LoadedConfig, load_config
 from gateway.core.engine import Engine
 from gateway.core.events import DeviceUpdate, EventBus, HealthChanged, Notable
-from hil.scenario import gateway_config
-from hil.site import Site
+from hil.site.emulated import Site
+from hil.site.scenario import gateway_config
 from tests.waiting import until
 
 

@@ -7,7 +7,7 @@ import struct
 
 import serial
 
-from hil.frames import crc16, with_crc
+from hil.modbus.frames import crc16, with_crc
 
 
 def rtu_read(unit: int, function: int, address: int, count: int) -> bytes:

@@ -17,8 +17,8 @@ import yaml
 
 from gateway.app import Gateway
 from hil.broker import MosquittoBroker
-from hil.scenario import gateway_config
-from hil.site import Site
+from hil.site.emulated import Site
+from hil.site.scenario import gateway_config
 from tests.peers import ModbusPeer
 
 

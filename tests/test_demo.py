@@ -153,12 +153,12 @@ async def test_demo_with_faults() -> None:
 async def test_demo_without_mosquitto_uses_the_embedded_broker(monkeypatch: object) -> None:
     import io
 
-    import hil.demo
+    import hil.site.demo
 
-    monkeypatch.setattr(hil.demo, "find_mosquitto", lambda: None)  # type: ignore[attr-defined]
+    monkeypatch.setattr(hil.site.demo, "find_mosquitto", lambda: None)  # type: ignore[attr-defined]
     ready: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
     out = io.StringIO()
-    demo = asyncio.create_task(hil.demo.run_demo(None, False, None, False, out, on_ready=ready.set_result))
+    demo = asyncio.create_task(hil.site.demo.run_demo(None, False, None, False, out, on_ready=ready.set_result))
     try:
         info = await asyncio.wait_for(ready, 60)
         assert "embedded amqtt broker" in out.getvalue()

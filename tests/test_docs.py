@@ -17,7 +17,7 @@ from gateway.config.model import GatewayConfig
 from gateway.profiles.expand import expand
 from gateway.profiles.model import parse_profile
 from gateway.south.modbus.profile import place
-from hil.scenario import load_scenario
+from hil.site.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [*sorted((ROOT / "docs").rglob("*.md")), ROOT / "README.md"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hil.node import micropython_binary
+from hil.esp32.node import micropython_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = sorted((ROOT / "firmware").glob("*.py"))

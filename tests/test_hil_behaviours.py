@@ -11,7 +11,7 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from gateway.south.modbus.profile import place
 from hil.fixtures import SiteFactory
-from hil.site import Site
+from hil.site.emulated import Site
 from tests.waiting import until
 
 
@@ -182,8 +182,8 @@ def test_unknown_behaviour_option_is_refused() -> None:
 
     from gateway.profiles.expand import expand
     from gateway.profiles.registry import ProfileRegistry
-    from hil.behaviours import EnergyMeter, Environment
-    from hil.device import EmulatedDevice
+    from hil.modbus.behaviours import EnergyMeter, Environment
+    from hil.modbus.device import EmulatedDevice
 
     device = EmulatedDevice("m", expand(ProfileRegistry().load("eastron-sdm120")[0])[0], 1)
     with pytest.raises(ValueError, match="unknown option nominal"):

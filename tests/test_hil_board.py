@@ -1,5 +1,5 @@
-"""The emulated board (hil/emulated_board.py) acts like MicroPython on a USB cable: friendly REPL, Ctrl-C, soft reboot,
-the classic raw REPL as well as raw-paste, and resets that boot from its flash directory."""
+"""The emulated board (hil/esp32/emulated_board.py) acts like MicroPython on a USB cable: friendly REPL, Ctrl-C,
+soft reboot, the classic raw REPL as well as raw-paste, and resets that boot from its flash directory."""
 
 from __future__ import annotations
 

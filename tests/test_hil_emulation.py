@@ -159,7 +159,7 @@ async def test_several_units_on_one_line_and_silence_for_the_rest(site_factory: 
 
 def test_sdm630_voltage_on_the_wire_is_ieee754_high_word_first() -> None:
     """Golden check independent of the codec: 230.0 V is 0x4366 0x0000."""
-    from hil.device import EmulatedDevice
+    from hil.modbus.device import EmulatedDevice
 
     resolved, _ = expand(ProfileRegistry().load("eastron-sdm630")[0])
     device = EmulatedDevice("m", resolved, 1)

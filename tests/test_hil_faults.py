@@ -10,7 +10,7 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
 from hil.fixtures import SiteFactory
-from hil.site import Site
+from hil.site.emulated import Site
 from tests.modbus_raw import crc_ok, rtu_read, serial_exchange, tcp_exchange, tcp_read
 
 EXCEPTION_CODES = [1, 2, 3, 4, 5, 6, 10, 11]
@@ -202,7 +202,7 @@ async def test_writes_are_checked_like_a_device(site_factory: SiteFactory) -> No
 
 
 def test_fault_values_are_parsed_strictly() -> None:
-    from hil.device import DeviceFaults
+    from hil.modbus.device import DeviceFaults
 
     faults = DeviceFaults()
     faults.update({"timeout": "on", "delay": "0.2", "exception": "0x0B"})

@@ -15,9 +15,9 @@ import yaml
 
 from gateway.cli import main
 from gateway.config.loader import load_config
-from hil.control import ControlServer, request
 from hil.fixtures import SiteFactory
-from hil.scenario import gateway_config, load_scenario
+from hil.site.control import ControlServer, request
+from hil.site.scenario import gateway_config, load_scenario
 from tests.modbus_raw import tcp_exchange, tcp_read
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ from paho.mqtt.properties import Properties
 from gateway.app import Gateway
 from hil.broker import MosquittoBroker
 from hil.fixtures import SiteFactory
-from hil.site import Site
+from hil.site.emulated import Site
 from tests.mqtt_harness import Watcher, start_gateway, write_gateway_config
 
 BASE = "cityedge/block"

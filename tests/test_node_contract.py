@@ -20,7 +20,7 @@ from gateway.config.model import MqttSettings
 from gateway.profiles.expand import expand
 from gateway.profiles.registry import ProfileRegistry
 from gateway.technician import provision, watch
-from hil.scenario import load_scenario
+from hil.site.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
@@ -114,7 +114,7 @@ def test_the_topic_prefix_is_the_same_default_everywhere() -> None:
 
 
 def test_the_emulated_sites_speak_the_same_sensors() -> None:
-    from hil.scenario import DEFAULT_NODE_SENSORS
+    from hil.site.scenario import DEFAULT_NODE_SENSORS
 
     firmware = set(_firmware_sensors())
     assert {s["type"] for s in DEFAULT_NODE_SENSORS} <= firmware

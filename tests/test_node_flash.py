@@ -1,7 +1,7 @@
 """`cityedge node flash`: the image checks, esptool's command line (parsed by esptool itself), every failure's words.
 
 The failures that come from the board are produced by the real esptool against pseudo-terminals:
-a silent line (no bootloader) and hil/esprom.py (a ROM bootloader of another chip).
+a silent line (no bootloader) and hil/esp32/esprom.py (a ROM bootloader of another chip).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from esptool import cli as esptool_cli
 from gateway.technician import NodeToolError
 from gateway.technician.flash import CHIPS, esptool_args, explain_esptool_failure, inspect_image
 from gateway.technician.port import check_port
-from hil.esprom import EspRom
+from hil.esp32.esprom import EspRom
 from hil.ptyline import raw_port
 from tests.cli_harness import cityedge
 from tests.firmware_images import app_image, combined_image, write

@@ -1,4 +1,4 @@
-"""`cityedge node deploy/provision/monitor/setup` against the emulated board (hil/emulated_board.py), real mosquitto.
+"""`cityedge node deploy/provision/monitor/setup` against the emulated board (hil/esp32/emulated_board.py).
 
 The board is the MicroPython unix port behind a pseudo-terminal speaking the raw REPL, driven by
 mpremote's own transport; it boots the deployed app from its flash directory and reports to the broker.

@@ -13,7 +13,7 @@ import yaml
 
 from gateway.app import Gateway
 from hil.broker import MosquittoBroker
-from hil.node import EXIT_DEEPSLEEP, NodeEmulator
+from hil.esp32.node import EXIT_DEEPSLEEP, NodeEmulator
 from tests.mqtt_harness import Watcher
 from tests.waiting import until
 

@@ -23,7 +23,7 @@ from gateway.north.mqtt import MqttLink, gateway_session
 from gateway.north.outbox import Outbox
 from hil.broker import ClosedPort, MosquittoBroker
 from hil.fixtures import SiteFactory
-from hil.scenario import gateway_config
+from hil.site.scenario import gateway_config
 from tests.waiting import until
 from tests.wire import Wire
 

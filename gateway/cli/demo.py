@@ -23,7 +23,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hil.demo import run_demo
+    from hil.site.demo import run_demo
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for quiet in ("pymodbus", "cityedge.mqtt.paho", "mqtt"):

@@ -77,8 +77,8 @@ def default_socket(name: str) -> Path:
 
 
 def run_run(args: argparse.Namespace) -> int:
-    from hil.runner import run_scenario
-    from hil.scenario import load_scenario
+    from hil.site.runner import run_scenario
+    from hil.site.scenario import load_scenario
 
     loaded = load_scenario(args.scenario)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -105,7 +105,7 @@ def run_board(args: argparse.Namespace) -> int:
 
 
 async def _board(args: argparse.Namespace) -> int:
-    from hil.emulated_board import EmulatedBoard
+    from hil.esp32.emulated_board import EmulatedBoard
 
     network = None
     if args.network:
@@ -158,7 +158,7 @@ async def _board(args: argparse.Namespace) -> int:
 
 
 def run_schema(args: argparse.Namespace) -> int:
-    from hil.scenario import Scenario
+    from hil.site.scenario import Scenario
 
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -170,7 +170,7 @@ def run_schema(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from hil.scenario import load_scenario
+    from hil.site.scenario import load_scenario
 
     loaded = load_scenario(args.scenario)
     sc = loaded.scenario
@@ -182,16 +182,16 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from hil.scenario import load_scenario
+    from hil.site.scenario import load_scenario
 
     loaded = load_scenario(args.scenario)
     return asyncio.run(_serve(args, loaded))
 
 
 async def _serve(args: argparse.Namespace, loaded: Any) -> int:
-    from hil.control import ControlServer
-    from hil.scenario import gateway_config
-    from hil.site import Site
+    from hil.site.control import ControlServer
+    from hil.site.emulated import Site
+    from hil.site.scenario import gateway_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
@@ -282,7 +282,7 @@ def _ctl_message(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_ctl(args: argparse.Namespace) -> int:
-    from hil.control import request
+    from hil.site.control import request
 
     message = _ctl_message(args)
     try:

@@ -24,10 +24,10 @@ import yaml
 
 from gateway.app import Gateway
 from hil.broker import MosquittoBroker, find_mosquitto
-from hil.scenario import Step, gateway_config, load_scenario
-from hil.site import Site
+from hil.site.emulated import Site
+from hil.site.scenario import Step, gateway_config, load_scenario
 
-SCENARIO = Path(__file__).resolve().parent / "scenarios" / "demo-block.yaml"
+SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "demo-block.yaml"
 USER = "cityedge-demo"
 
 # (seconds after start, what an operator will see, the step) — the broker restart is special-cased.

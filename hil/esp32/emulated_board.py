@@ -1,7 +1,7 @@
 """An emulated ESP32 board on a serial port, for rehearsing and testing the technician tools without hardware.
 
 The board is the MicroPython unix port behind a pseudo-terminal. On the MicroPython side
-(`hil/node/micropython/chip.py`) it boots like the chip: boot.py and main.py from its flash
+(`hil/esp32/micropython/chip.py`) it boots like the chip: boot.py and main.py from its flash
 filesystem (a directory), then MicroPython's friendly REPL and the raw REPL with raw-paste that
 mpremote speaks. On this side, `EmulatedBoard` owns the pseudo-terminal (a stable link such as
 `<dir>/ttyUSB0` points to it), relays it to the MicroPython process, turns Ctrl-C into SIGINT
@@ -13,7 +13,7 @@ Only the radio and the sensors are fake: the board joins the WiFi named by `wifi
 when None) and every TCP connection the node opens goes to `network` (the site's broker on
 loopback), whatever host it was provisioned with; without `network`, nothing resolves.
 
-The board also has the ESP32's serial bootloader (`hil/esprom.py`) and 4 MB of SPI flash
+The board also has the ESP32's serial bootloader (`hil/esp32/esprom.py`) and 4 MB of SPI flash
 (`<state>/spi_flash.bin`). A pseudo-terminal has no DTR/RTS lines to put the chip in download
 mode, so the board enters it when esptool's SYNC arrives, and boots again once esptool has
 finished (half a second after its last verified write, or 3 s after it went quiet). A `blank`
@@ -36,9 +36,9 @@ from typing import Any
 
 from gateway.technician import NodeToolError
 from gateway.technician.flash import CHIPS, inspect_bytes
-from hil.esprom import FLASH_DEFL_END, FLASH_END, FLASH_SIZE, SPI_FLASH_MD5, EspRomProtocol
-from hil.node import FAKES, boot_environment, chip_boot, micropython_binary, next_boot
-from hil.node.micropython.exits import SOFT_BOOTS
+from hil.esp32.esprom import FLASH_DEFL_END, FLASH_END, FLASH_SIZE, SPI_FLASH_MD5, EspRomProtocol
+from hil.esp32.micropython.exits import SOFT_BOOTS
+from hil.esp32.node import FAKES, boot_environment, chip_boot, micropython_binary, next_boot
 from hil.ptyline import raw_port
 
 DEFAULT_BOARD_HARDWARE: dict[str, Any] = {

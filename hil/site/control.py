@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hil.site import Site
+from hil.site.emulated import Site
 
 MAX_LINE = 64 * 1024
 OPS = ("status", "fault", "clear", "reboot", "drop", "refuse", "noise", "stimulus", "set", "get")

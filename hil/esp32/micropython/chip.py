@@ -4,7 +4,7 @@
 #
 #   micropython chip.py FAKES MODE      MODE: power_on | reset | soft | soft_raw | watchdog | deep_sleep
 #
-# The host (hil/emulated_board.py) relays the pseudo-terminal to stdin/stdout, turns Ctrl-C into SIGINT (a
+# The host (hil/esp32/emulated_board.py) relays the pseudo-terminal to stdin/stdout, turns Ctrl-C into SIGINT (a
 # KeyboardInterrupt here, as the USB interrupt character is on the chip) and restarts this process on
 # the exit codes below. Status lines for the host go to stderr: "INT" once a Ctrl-C has been handled.
 import sys

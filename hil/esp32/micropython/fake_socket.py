@@ -1,4 +1,4 @@
-# The WiFi network an emulated board sits in (hil/emulated_board.py). Every TCP connection the node opens goes to
+# The WiFi network an emulated board sits in (hil/esp32/emulated_board.py). Every TCP connection the node opens goes to
 # the one address the host names in CITYEDGE_NET ("127.0.0.1:port": the site's broker as the board sees it),
 # whatever host the node was provisioned with, so a board under test never reaches beyond loopback.
 # Without CITYEDGE_NET, or for UDP (NTP), names do not resolve, like a network without that server.

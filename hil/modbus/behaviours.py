@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from hil.device import EmulatedDevice, WriteEvent
+from hil.modbus.device import EmulatedDevice, WriteEvent
 
 
 @dataclass

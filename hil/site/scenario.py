@@ -17,8 +17,8 @@ from gateway.common.validate import validate
 from gateway.common.yamlsource import YamlSource, load_yaml
 from gateway.profiles.expand import ResolvedProfile, expand
 from gateway.profiles.registry import ProfileRegistry
-from hil.behaviours import BEHAVIOURS
-from hil.device import DeviceFaults
+from hil.modbus.behaviours import BEHAVIOURS
+from hil.modbus.device import DeviceFaults
 
 Scalar = bool | int | float | str
 

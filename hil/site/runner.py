@@ -22,8 +22,8 @@ import yaml
 
 from gateway.app import Gateway
 from hil.broker import MosquittoBroker, find_mosquitto
-from hil.scenario import Expectation, LoadedScenario, gateway_config
-from hil.site import Site
+from hil.site.emulated import Site
+from hil.site.scenario import Expectation, LoadedScenario, gateway_config
 
 
 @dataclass

@@ -24,8 +24,8 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from gateway.south.modbus.framing import crc16
-from hil.device import READ_FUNCTIONS, WRITE_FUNCTIONS, EmulatedDevice, Silent
-from hil.frames import unit_of, with_crc
+from hil.modbus.device import READ_FUNCTIONS, WRITE_FUNCTIONS, EmulatedDevice, Silent
+from hil.modbus.frames import unit_of, with_crc
 from hil.ptyline import PtyLine
 
 log = logging.getLogger("cityedge.hil")

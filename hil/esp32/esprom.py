@@ -7,7 +7,7 @@ changes, erase, compressed and plain flash writes (really written into `flash`),
 flash region, which esptool uses to verify what it wrote. It is transport-free: `feed()` takes
 bytes from the host and returns the bytes to send back.
 
-`EspRom` puts it alone on a pseudo-terminal (a board held in download mode); `hil/emulated_board.py`
+`EspRom` puts it alone on a pseudo-terminal (a board held in download mode); `hil/esp32/emulated_board.py`
 embeds it in the emulated board, which enters download mode when esptool syncs.
 """
 

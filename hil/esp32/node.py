@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hil.node.micropython.exits import EXIT_DEEPSLEEP, NEXT_BOOT, RESET_CAUSES, SOFT_BOOTS
+from hil.esp32.micropython.exits import EXIT_DEEPSLEEP, NEXT_BOOT, RESET_CAUSES, SOFT_BOOTS
 
 FIRMWARE = Path(__file__).resolve().parent.parent.parent / "firmware"
 FAKES = Path(__file__).resolve().parent / "micropython"

@@ -1,5 +1,5 @@
 # How an emulated ESP32 tells its host why it stopped, and how the host tells it why it boots.
-# One contract for both hosts (hil/node NodeEmulator, hil/emulated_board.py EmulatedBoard) and both
+# One contract for both hosts (hil/esp32/node.py NodeEmulator, hil/esp32/emulated_board.py EmulatedBoard) and both
 # MicroPython programs (fake_machine.py, chip.py); plain constants, so MicroPython and CPython both import it.
 
 # The micropython process's exit status: what the program asked the chip to do.

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.points.types import Value
-from hil.behaviours import BEHAVIOURS, Behaviour, Environment
-from hil.device import EmulatedDevice
-from hil.endpoints import SerialEndpoint, TcpEndpoint
-from hil.node import NodeEmulator
-from hil.scenario import EmuRtuLink, LoadedScenario, Step
+from hil.esp32.node import NodeEmulator
+from hil.modbus.behaviours import BEHAVIOURS, Behaviour, Environment
+from hil.modbus.device import EmulatedDevice
+from hil.modbus.endpoints import SerialEndpoint, TcpEndpoint
+from hil.site.scenario import EmuRtuLink, LoadedScenario, Step
 
 log = logging.getLogger("cityedge.hil")
 TICK = 0.1  # seconds between behaviour updates
