@@ -38,7 +38,7 @@ from gateway.technician import NodeToolError
 from gateway.technician.flash import CHIPS, inspect_bytes
 from hil.esp32.esprom import FLASH_DEFL_END, FLASH_END, FLASH_SIZE, SPI_FLASH_MD5, EspRomProtocol
 from hil.esp32.micropython.exits import SOFT_BOOTS
-from hil.esp32.node import FAKES, boot_environment, chip_boot, micropython_binary, next_boot
+from hil.esp32.node import FAKES, boot, boot_environment, chip_boot, micropython_binary, next_boot
 from hil.ptyline import raw_port
 
 DEFAULT_BOARD_HARDWARE: dict[str, Any] = {
@@ -170,7 +170,7 @@ class EmulatedBoard:
     # -- the MicroPython process ----------------------------------------------------------------------
 
     async def _supervise(self) -> None:
-        binary = micropython_binary()
+        micropython_binary()  # missing: fail now, saying how to install it, not at the first boot
         while self._running:
             self._wake.clear()
             if self.rom is not None:  # in download mode: the bootloader answers esptool
@@ -191,19 +191,7 @@ class EmulatedBoard:
                 env["CITYEDGE_NET"] = f"{self.network[0]}:{self.network[1]}"
             if self.wifi:
                 env["CITYEDGE_WIFI"] = f"{self.wifi[0]}\n{self.wifi[1]}"
-            self.proc = await asyncio.create_subprocess_exec(
-                binary,
-                "-X",
-                f"heapsize={self.heap}",
-                str(FAKES / "chip.py"),
-                str(FAKES),
-                mode,
-                cwd=self.flash,
-                env=env,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
+            self.proc = await boot("chip.py", str(FAKES), mode, flash=self.flash, env=env, heap=self.heap, console=True)
             self._up.clear()
             self._exit_code = None
             status = asyncio.create_task(self._status(self.proc))

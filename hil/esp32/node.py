@@ -23,7 +23,7 @@ from hil.esp32.micropython.exits import EXIT_DEEPSLEEP, NEXT_BOOT, RESET_CAUSES,
 FIRMWARE = Path(__file__).resolve().parent.parent.parent / "firmware"
 FAKES = Path(__file__).resolve().parent / "micropython"
 
-__all__ = ["EXIT_DEEPSLEEP", "NodeEmulator", "boot_environment", "chip_boot", "next_boot"]
+__all__ = ["EXIT_DEEPSLEEP", "NodeEmulator", "boot", "boot_environment", "chip_boot", "next_boot"]
 
 
 def chip_boot(boot: str, last: str) -> str:
@@ -34,6 +34,28 @@ def chip_boot(boot: str, last: str) -> str:
 def boot_environment(hardware: Path, chip: str) -> dict[str, str]:
     """The environment an emulated chip boots in: its hardware file and its reset cause."""
     return {**os.environ, "CITYEDGE_HW": str(hardware), "CITYEDGE_RESET_CAUSE": str(RESET_CAUSES[chip])}
+
+
+async def boot(
+    program: str, *args: str, flash: Path, env: dict[str, str], heap: str, console: bool = False
+) -> asyncio.subprocess.Process:
+    """Boot the emulated chip once: MicroPython running `program` (one of the fakes) from its flash directory.
+
+    With `console`, stdin and stderr are the board's serial console and its status lines; otherwise
+    stdout and stderr are one stream of log lines, as a node's console is read.
+    """
+    return await asyncio.create_subprocess_exec(
+        micropython_binary(),
+        "-X",
+        f"heapsize={heap}",
+        str(FAKES / program),
+        *args,
+        cwd=flash,
+        env=env,
+        stdin=asyncio.subprocess.PIPE if console else None,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE if console else asyncio.subprocess.STDOUT,
+    )
 
 
 def next_boot(code: int, pending: str) -> str:
@@ -158,22 +180,11 @@ class NodeEmulator:
         self._task = asyncio.create_task(self._supervise())
 
     async def _supervise(self) -> None:
-        binary = micropython_binary()
+        micropython_binary()  # missing: fail now, saying how to install it, not at the first boot
         while True:
             self._chip = chip_boot(self._next_cause, self._chip)
             env = boot_environment(self.flash / "hw.json", self._chip)
-            self.proc = await asyncio.create_subprocess_exec(
-                binary,
-                "-X",
-                f"heapsize={self.heap}",
-                str(FAKES / "launch.py"),
-                str(self.flash),
-                str(FAKES),
-                cwd=self.flash,
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            )
+            self.proc = await boot("launch.py", str(self.flash), str(FAKES), flash=self.flash, env=env, heap=self.heap)
             assert self.proc.stdout is not None
             async for line in self.proc.stdout:
                 self.output.append(line.decode(errors="replace").rstrip())
