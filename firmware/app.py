@@ -136,12 +136,12 @@ class Node:
 
     # -- readings ---------------------------------------------------------------------------------
 
-    def measure(self):
+    async def measure(self):
         values = {}
         self.sensor_errors = {}
         for driver in self.drivers:
             try:
-                values.update(driver.read())
+                values.update(await driver.read())
             except Exception as exc:  # one broken sensor must not stop the others
                 for key in driver.keys:
                     self.sensor_errors[key] = str(exc) or type(exc).__name__
@@ -159,7 +159,7 @@ class Node:
         while True:
             self.heartbeat = time.ticks_ms()
             if not self.safe_mode:
-                self.measure()
+                await self.measure()
             await asyncio.sleep(self.config["interval"])
 
     async def sender_loop(self):
@@ -251,7 +251,7 @@ class Node:
             if not isinstance(request, dict):
                 raise ValueError("a command is a JSON object")
             request_id = request.get("id")
-            result = self._execute(request)
+            result = await self._execute(request)
             answer = {"id": request_id, "status": "ok"}
             if result is not None:
                 answer["data"] = result
@@ -262,7 +262,7 @@ class Node:
             await asyncio.sleep_ms(500)
             machine.reset()
 
-    def _execute(self, request):
+    async def _execute(self, request):
         cmd = request.get("cmd")
         if cmd == "ping":
             return {"uptime_s": self.uptime()}
@@ -274,7 +274,7 @@ class Node:
         if cmd == "reboot":
             return None
         if cmd == "measure":
-            self.measure()
+            await self.measure()
             return None
         raise ValueError("unknown command %s" % cmd)
 
@@ -300,7 +300,7 @@ class Node:
                 break
             await asyncio.sleep_ms(100)
         await asyncio.sleep_ms(500)  # the retained maintenance flag arrives right after subscribing
-        self.measure()
+        await self.measure()
         for _ in range(100):
             if not len(self.buffer):
                 break

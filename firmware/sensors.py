@@ -1,5 +1,7 @@
-# Sensor drivers behind one small interface: read() returns {telemetry key: value}.
-# A sensor that does not answer raises OSError; the app reports it and keeps going.
+# Sensor drivers behind one small interface: `await read()` returns {telemetry key: value}.
+# A sensor that does not answer raises OSError; the app reports it and keeps going. A driver that
+# waits for a conversion awaits it, so the network tasks run meanwhile (a BH1750 takes 180 ms).
+import asyncio
 import time
 
 import machine
@@ -13,9 +15,9 @@ class BH1750:
     def __init__(self, i2c, address=0x23):
         self.i2c, self.address = i2c, address
 
-    def read(self):
+    async def read(self):
         self.i2c.writeto(self.address, b"\x20")  # one measurement, then power down
-        time.sleep_ms(180)
+        await asyncio.sleep_ms(180)
         raw = self.i2c.readfrom(self.address, 2)
         return {"lux": round(((raw[0] << 8) | raw[1]) / 1.2, 1)}
 
@@ -51,13 +53,13 @@ class BME280:
             h[6] - 256 if h[6] > 127 else h[6],  # H1-H6
         )
 
-    def read(self):
+    async def read(self):
         if self._cal is None:
             self._cal = self._calibrate()
         cal = self._cal
         self.i2c.writeto_mem(self.address, 0xF2, b"\x01")  # humidity x1
         self.i2c.writeto_mem(self.address, 0xF4, b"\x25")  # temperature and pressure x1, forced mode
-        time.sleep_ms(10)
+        await asyncio.sleep_ms(10)
         d = self.i2c.readfrom_mem(self.address, 0xF7, 8)
         adc_p = (d[0] << 12) | (d[1] << 4) | (d[2] >> 4)
         adc_t = (d[3] << 12) | (d[4] << 4) | (d[5] >> 4)
@@ -98,7 +100,7 @@ class PIR:
     def _irq(self, _pin):
         self.count += 1  # no allocation in an interrupt
 
-    def read(self):
+    async def read(self):
         return {"motion": bool(self.pin.value()), "motion_count": self.count}
 
 
@@ -112,7 +114,7 @@ class JSNSR04T:
         self.echo = machine.Pin(echo, machine.Pin.IN)
         self.mount_height = mount_height
 
-    def read(self):
+    async def read(self):
         self.trigger.value(1)
         time.sleep_us(20)
         self.trigger.value(0)
@@ -132,7 +134,7 @@ class Battery:
         self.adc = machine.ADC(machine.Pin(pin))
         self.divider = divider
 
-    def read(self):
+    async def read(self):
         return {"vbat": round(self.adc.read_u16() / 65535 * 3.3 * self.divider, 2)}
 
 

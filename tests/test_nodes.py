@@ -107,7 +107,7 @@ async def test_a_long_wifi_cut_loses_nothing(world: World) -> None:
     assert offline  # the node's Will, sent by the broker when the link died
     await asyncio.sleep(15)
     node.restore_wifi()
-    await world.watcher.wait_for(
+    back = await world.watcher.wait_for(
         lambda s: s.topic == f"{BASE}/pole-1/availability" and s.payload == b"online",
         since=world.watcher.seen.index(offline),
         timeout=60,
@@ -119,7 +119,7 @@ async def test_a_long_wifi_cut_loses_nothing(world: World) -> None:
     assert seqs == sorted(seqs), "buffered readings arrive in order"
     drained = await world.watcher.wait_for(  # readings keep coming: wait for a report with the buffer empty
         lambda s: s.topic == f"{BASE}/pole-1/health" and s.json()["node"].get("buffered") == 0,
-        since=world.watcher.seen.index(offline),
+        since=world.watcher.seen.index(back),  # reported since the node is back (not the last one from before)
         timeout=20,
     )
     assert drained.json()["node"]["mqtt_reconnects"] >= 1

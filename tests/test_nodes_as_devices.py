@@ -131,3 +131,20 @@ async def test_the_node_prefix_is_a_setting(mosquitto: MosquittoBroker, tmp_path
     finally:
         await gateway.stop()
         await watcher.stop()
+
+
+async def test_a_node_back_from_an_outage_is_not_shown_with_its_old_health(rig: tuple[Watcher, Gateway]) -> None:
+    w, _ = rig
+    await w.topic(f"{BASE}/status")
+    await _report(w, "pole-1", {"lux": 10.0})
+    await w.send("nodes/pole-1/health", {"buffered": 0, "mqtt_reconnects": 0, "uptime_s": 5})
+    await w.wait_for(lambda s: s.topic == f"{BASE}/pole-1/health" and s.json()["node"].get("uptime_s") == 5)
+    await w.send("nodes/pole-1/status", b"offline")  # the Will: the outage begins
+    await w.wait_for(lambda s: s.topic == f"{BASE}/pole-1/availability" and s.payload == b"offline")
+    since = len(w.seen)
+    await w.send("nodes/pole-1/status", b"online")  # a new session; its health report follows
+    back = await w.wait_for(lambda s: s.topic == f"{BASE}/pole-1/health" and s.json()["state"] == "online", since=since)
+    assert back.json()["node"] == {}  # not the report from before the outage
+    await w.send("nodes/pole-1/health", {"buffered": 22, "mqtt_reconnects": 1, "uptime_s": 40})
+    fresh = await w.wait_for(lambda s: s.topic == f"{BASE}/pole-1/health" and s.json()["node"], since=since)
+    assert fresh.json()["node"]["mqtt_reconnects"] == 1

@@ -204,6 +204,10 @@ class NodeSource:
         if kind == "status":
             if raw not in (b"online", b"offline"):
                 raise InputError("bad_status", "status is online or offline")
+            if raw == b"online" and device.health.online is not True:
+                # A new session: the node reports its health right after this; until then its report from
+                # before the outage (buffer, reconnects) would be republished as if it were current.
+                device.health.report = {}
             self._set_online(device, raw == b"online", "will" if raw == b"offline" else None)
             return
         data = parse_json(raw, max_bytes=MAX_NODE_PAYLOAD)
