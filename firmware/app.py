@@ -104,9 +104,8 @@ class Node:
             await asyncio.sleep_ms(100)
         return False
 
-    async def _connect_mqtt(self):
-        await self.client.close()
-        await self.client.connect()
+    async def _connected(self):
+        """A new broker session: subscriptions once, then who we are, at once."""
         self.mqtt_reconnects += 1
         if not self.client.subscriptions:
             await self.client.subscribe(self.prefix + "/cmd", 1)
@@ -118,21 +117,10 @@ class Node:
         await self.client.publish(self.prefix + "/health", json.dumps(self.health()), False, 0)
 
     async def network_loop(self):
-        backoff = 1
         while not self.config["broker"]["host"]:  # never guess a broker: wait to be provisioned
             print("no broker in config.json")
             await asyncio.sleep(60)
-        while True:
-            try:
-                if not self.client.alive() and await self._connect_wifi():
-                    await self._connect_mqtt()
-                    backoff = 1
-                    await self.client.run()  # returns only by raising when the link breaks
-            except Exception as exc:  # a dropped link is normal life on a pole
-                print("link:", exc)
-            self.client.connected = False
-            await asyncio.sleep(backoff)
-            backoff = min(60, backoff * 2)
+        await self.client.maintain(self._connect_wifi, self._connected)
 
     # -- readings ---------------------------------------------------------------------------------
 

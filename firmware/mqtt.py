@@ -1,5 +1,6 @@
-# MQTT 3.1.1 client for MicroPython asyncio: QoS 0 and 1 (deliver() waits for the PUBACK), keep-alive
-# (keep_alive() closes a link the broker stopped answering), Will, retransmission after a reconnect.
+# MQTT 3.1.1 client for MicroPython asyncio: the session kept up (maintain() reconnects with backoff,
+# keep_alive() closes a link the broker stopped answering), QoS 0 and 1 (deliver() waits for the PUBACK),
+# Will, retransmission after a reconnect.
 # Written for a microcontroller: fixed buffers, no allocation in the publish hot path beyond
 # the packet itself, and a dead link is found by keepalive, never by trusting the WiFi flag.
 import asyncio
@@ -136,6 +137,25 @@ class MQTTClient:
         while pid in self.unacked and self.connected and time.ticks_diff(time.ticks_ms(), start) < timeout_ms:
             await asyncio.sleep_ms(50)
         return pid not in self.unacked
+
+    async def maintain(self, link_up, on_connect, backoff_max=60):
+        """Keep the session up for ever: `await link_up()` (the WiFi) before each attempt, connect (which
+        renews the subscriptions and resends what is unacknowledged), `await on_connect()` (the owner's birth
+        messages), then read until the link breaks. Failed attempts back off, doubling to backoff_max s."""
+        backoff = 1
+        while True:
+            try:
+                if not self.alive() and await link_up():
+                    await self.close()
+                    await self.connect()
+                    await on_connect()
+                    backoff = 1
+                    await self.run()  # returns only by raising when the link breaks
+            except Exception as exc:  # a dropped link is normal life on a pole
+                print("link:", exc)
+            self.connected = False
+            await asyncio.sleep(backoff)
+            backoff = min(backoff_max, backoff * 2)
 
     async def keep_alive(self):
         """Ping every half keepalive while connected; a link the broker no longer answers is closed,
