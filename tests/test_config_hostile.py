@@ -145,8 +145,22 @@ CASES = [
         "gateway.health_interval",
         "must be between 1s and 1d, got 0s",
     ),
+    Case(
+        "device-address-huge",
+        HEADER + LINK + "devices:\n  - {id: d1, profile: eastron-sdm630, link: net, address: " + "9" * 23 + "}\n",
+        "99999999999999999999999",
+        "devices[0].address",
+        "must be between 0 and 4294967295, got 1e+23",
+    ),
+    Case(
+        "device-address-long-text",
+        HEADER + LINK + "devices:\n  - {id: d1, profile: eastron-sdm630, link: net, address: " + "A" * 200 + "}\n",
+        "AAAA",
+        "devices[0].address",
+        "at most 64 characters",
+    ),
     Case("max-mb-infinite", HEADER + "store: {max_mb: .inf}\n", ".inf", "store.max_mb", "finite number"),
-    Case("max-mb-zero", HEADER + "store: {max_mb: 0}\n", "0}", "store.max_mb", "must be between 0.1 and 1e+06"),
+    Case("max-mb-zero", HEADER + "store: {max_mb: 0}\n", "0}", "store.max_mb", "must be between 0.1 and 1000000"),
     Case(
         "keepalive-beyond-mqtt",
         HEADER + "mqtt: {keepalive: 100000}\n",

@@ -59,8 +59,8 @@ class Within:
     seconds: bool = False  # show bounds as durations (500ms, 2s) in messages
 
     def _shown(self, value: float) -> str:
-        if not self.seconds:
-            return f"{value:g}"
+        if not self.seconds:  # whole numbers in full (a budget of 1000000 MB, an address of 4294967295)
+            return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
         if 0 < value < 1:
             return f"{value * 1000:g}ms"
         for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):

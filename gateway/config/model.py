@@ -167,7 +167,9 @@ class DeviceConfig(Strict):
     profile: str
     link: str
     unit: int | None = Field(None, ge=0, le=255, description="address on links that call it a unit (Modbus)")
-    address: int | str | None = Field(None, description="address on the link, in the form its protocol uses")
+    address: Annotated[int, Within(0, 2**32 - 1)] | Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        None, description="address on the link, in the form its protocol uses"
+    )
     poll: Interval = Field(1.0, description="poll interval")
     timeout: Timeout | None = Field(None, description="answer timeout; defaults to the link's")
     enabled: bool = True
