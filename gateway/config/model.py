@@ -9,7 +9,7 @@ from pydantic import Field, GetCoreSchemaHandler, field_validator, model_validat
 from pydantic_core import CoreSchema
 
 from gateway.common.types import DAY, Duration, Identifier, Seconds, Strict, Within
-from gateway.south.driver import LinkSettings, link_types, on_change
+from gateway.south.driver import AnswerTimeout, LinkSettings, link_types, on_change
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 # Topic levels a device must not take, because the gateway uses them under <base>/.
@@ -114,7 +114,6 @@ class HomeAssistantSettings(Strict):
     prefix: str = "homeassistant"
 
 
-Timeout = Annotated[Duration, Seconds(0.001, 60)]
 Interval = Annotated[Duration, Seconds(0.01, DAY)]
 
 
@@ -171,7 +170,7 @@ class DeviceConfig(Strict):
         None, description="address on the link, in the form its protocol uses"
     )
     poll: Interval = Field(1.0, description="poll interval")
-    timeout: Timeout | None = Field(None, description="answer timeout; defaults to the link's")
+    timeout: AnswerTimeout | None = Field(None, description="answer timeout; defaults to the link's")
     enabled: bool = True
     params: dict[str, Annotated[int, Within(-(2**31), 2**31)]] = Field(
         default_factory=dict, description="profile parameters, e.g. {line: 1}"
@@ -228,4 +227,3 @@ def _rebuild() -> None:
 
 
 on_change(_rebuild)
-Link = LinkSettings  # what every link of every protocol has

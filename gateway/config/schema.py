@@ -13,8 +13,7 @@ from pydantic import TypeAdapter
 from gateway.config.model import GatewayConfig
 from gateway.south.driver import protocols
 
-TITLES = {"profile": "CityEdge device profile", "config": "CityEdge gateway configuration"}
-SCHEMAS = TITLES  # the kinds `cityedge profiles schema` prints
+SCHEMAS = {"profile": "CityEdge device profile", "config": "CityEdge gateway configuration"}  # kind: title
 
 
 def _profile_schema() -> dict[str, Any]:
@@ -29,5 +28,5 @@ def json_schema(kind: str) -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://cityedge.invalid/schema/{kind}.schema.json",
         **schema,
-        "title": TITLES[kind],
+        "title": SCHEMAS[kind],
     }

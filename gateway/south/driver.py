@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from gateway.profiles.model import Profile
 
 
-Timeout_ = Annotated[Duration, Seconds(0.001, 60)]
+AnswerTimeout = Annotated[Duration, Seconds(0.001, 60)]  # how long a request may wait for its answer
 
 
 class LinkSettings(Strict):
@@ -40,7 +40,7 @@ class LinkSettings(Strict):
 
     id: Identifier
     type: str
-    timeout: Timeout_ = Field(1.0, description="answer timeout per request")
+    timeout: AnswerTimeout = Field(1.0, description="answer timeout per request")
 
 
 # -- failures -----------------------------------------------------------------------------------
@@ -93,14 +93,6 @@ class ConnectionFailed(TransactionError):
     def dropped(self) -> bool:
         """The connection was up and went during a transaction: the device in flight broke it, not the link."""
         return self.reason == "connection_reset"
-
-
-class Replan(Exception):
-    """A request the device refused in a way that says: ask for the same points in these requests instead."""
-
-    def __init__(self, requests: Sequence[Request]) -> None:
-        super().__init__(f"{len(requests)} requests instead")
-        self.requests = list(requests)
 
 
 # -- what the core handles without looking inside ---------------------------------------------
@@ -212,7 +204,7 @@ class LinkDriver:
         raise NotImplementedError
 
     async def transact(self, transport: LinkTransport, device: PolledDevice, request: Any) -> Any:
-        """Carry out one request; its answer. TransactionError (or Replan) when there is none to use."""
+        """Carry out one request; its answer. A TransactionError of the right kind when there is none to use."""
         raise NotImplementedError
 
     def replan(self, device: PolledDevice, request: Any, error: Exception) -> list[Any] | None:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from gateway.common.types import Duration, Seconds, Strict
-from gateway.south.driver import LinkSettings, Timeout_
+from gateway.south.driver import AnswerTimeout, LinkSettings
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 ConnectTimeout = Annotated[Duration, Seconds(0.1, 60)]
@@ -43,7 +43,7 @@ class ModbusRtuLink(LinkSettings):
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
-    timeout: Timeout_ = 0.3
+    timeout: AnswerTimeout = 0.3
     rs485: Rs485Settings | None = Field(None, description="kernel RS-485 mode (RTS drives the transceiver)")
 
 
