@@ -118,4 +118,4 @@ Identifier = Annotated[
 class Strict(BaseModel):
     """Base for every configuration model: unknown keys are mistakes, not extensions; NaN is never a number."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False, defer_build=True)

@@ -222,8 +222,12 @@ class GatewayConfig(Strict):
 
 
 def _rebuild() -> None:
-    """A protocol registered or went: links of its types validate from now on (or no longer)."""
-    GatewayConfig.model_rebuild(force=True)
+    """A protocol registered or went: links of its types validate from now on (or no longer).
+
+    Models build on first use (`defer_build`): one not built yet will see the registry as it is then.
+    """
+    if GatewayConfig.__pydantic_complete__:
+        GatewayConfig.model_rebuild(force=True)
 
 
 on_change(_rebuild)

@@ -20,7 +20,7 @@ from typing import Any
 from gateway.core.device import Device, PollGroup
 from gateway.core.events import DeviceUpdate, EventBus, HealthChanged, LinkDown, LinkUp
 from gateway.core.health import Counters, State
-from gateway.core.supervision import Supervisor
+from gateway.core.supervision import Supervisor, being_cancelled
 from gateway.south.driver import ConnectionFailed, LinkDriver, LinkTransport, TransactionError
 
 log = logging.getLogger("cityedge.engine")
@@ -175,6 +175,8 @@ class LinkScheduler:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if being_cancelled():  # a cancellation a library swallowed (3.11's wait_for can) still stops us
+                raise asyncio.CancelledError
             await self._drain_priority()
             due = self._next_group()
             now = loop.time()
@@ -186,7 +188,9 @@ class LinkScheduler:
                 await self._cycle(device, group, probe=device.health.state is State.OFFLINE)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a bug must not stop polling for good
+            except Exception as exc:  # a bug must not stop polling for good
+                if being_cancelled():
+                    raise asyncio.CancelledError from exc
                 log.exception("cycle of %s failed", device.id)
             self._reschedule(device, group, loop.time())
 

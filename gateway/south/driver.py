@@ -247,7 +247,8 @@ def register(protocol: ProfileProtocol) -> None:
     if isinstance(protocol, LinkDriver):
         for model in protocol.link_models:
             _LINK_TYPES[link_type_of(model)] = (protocol, model)
-    _changed()
+    if _loaded_builtins is not _LOADING:  # the shipped ones say so once, when all are in
+        _changed()
 
 
 def unregister(name: str) -> None:
@@ -300,13 +301,18 @@ def link_type_of(model: type[LinkSettings]) -> str:
 # The protocols that ship with CityEdge: each module registers its protocol when imported.
 # A new protocol folder adds its driver module here (tests may register their own at any time).
 BUILTIN = ("gateway.south.modbus.driver", "gateway.south.nodes.profile")
-_loaded_builtins = False
+_LOADING = "loading"
+_loaded_builtins: bool | str = False
 
 
 def _builtins() -> None:
     """Import the shipped protocols on first use (so importing the contract costs nothing)."""
     global _loaded_builtins  # noqa: PLW0603 - once per process
-    if not _loaded_builtins:
-        _loaded_builtins = True
-        for module in BUILTIN:
-            importlib.import_module(module)
+    if _loaded_builtins is False:
+        _loaded_builtins = _LOADING
+        try:
+            for module in BUILTIN:
+                importlib.import_module(module)
+        finally:
+            _loaded_builtins = True
+        _changed()
