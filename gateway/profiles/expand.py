@@ -116,6 +116,8 @@ def expand(
     overrides = overrides or {}
     points: list[PointSpec] = []
     seen: dict[str, KeyPath] = {}
+    defaults = profile.defaults.model_dump(exclude_unset=True)
+    dumped: dict[int, dict[str, Any]] = {}  # a repeat block's template serves every index: dump it once
     for name, definition, origin, base in _definitions(profile, values, issues):
         if len(seen) >= MAX_POINTS:
             issues.append(Issue(origin, f"a profile has at most {MAX_POINTS} points; this one generates more"))
@@ -126,11 +128,10 @@ def expand(
         seen[name] = origin
         # Unset keys inherit from defaults; an explicit null clears a default.
         override = overrides.get(name, {})
-        merged = {
-            **profile.defaults.model_dump(exclude_unset=True),
-            **definition.model_dump(exclude_unset=True),
-            **override,
-        }
+        own = dumped.get(id(definition))
+        if own is None:
+            own = dumped[id(definition)] = definition.model_dump(exclude_unset=True)
+        merged = {**defaults, **own, **override}
         fields = {k: v for k, v in merged.items() if v is not None}
         spec = _build_point(found, profile, name, fields, origin, base, issues, frozenset(override))
         if spec is not None:
