@@ -6,7 +6,6 @@ all of them at once in the `file:line:col: key.path: message` form editors under
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -48,6 +47,8 @@ class ConfigError(Exception):
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A ' (did you mean 'x'?)' suffix when a close match exists, else ''."""
+    import difflib  # only when something is misspelt: a running gateway does not pay for it
+
     pool = list(choices)
     close = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
     if not close:
