@@ -48,6 +48,16 @@ def _profile(name: str, body: str) -> str:
     return head + textwrap.dedent(body)
 
 
+def _override(fields: str) -> str:
+    """A shipped meter whose voltage_l1 point is overridden with `fields`."""
+    return (
+        HEADER
+        + LINK
+        + "devices:\n  - {id: d1, profile: eastron-sdm630, link: net, unit: 1, "
+        + f"overrides: {{voltage_l1: {fields}}}}}\n"
+    )
+
+
 def _with_profile(profile: str = "meter") -> str:
     return (
         HEADER + LINK + f"profile_dirs: [profiles]\ndevices:\n  - {{id: d1, profile: {profile}, link: net, unit: 1}}\n"
@@ -158,6 +168,34 @@ CASES = [
         "AAAA",
         "devices[0].address",
         "at most 64 characters",
+    ),
+    Case(
+        "override-scale-nan",
+        _override("{scale: .nan}"),
+        ".nan",
+        "devices[0].overrides.voltage_l1.scale",
+        "must be a finite number, got nan",
+    ),
+    Case(
+        "override-min-infinite",
+        _override("{min: -.inf}"),
+        "-.inf",
+        "devices[0].overrides.voltage_l1.min",
+        "must be a finite number, got -inf",
+    ),
+    Case(
+        "override-decimals-huge",
+        _override("{decimals: 99999999999999999999}"),
+        "99999999999999999999",
+        "devices[0].overrides.voltage_l1.decimals",
+        "must be less than or equal to 12",
+    ),
+    Case(
+        "override-unit-nested",
+        _override("{unit: {a: {b: [1]}}}"),
+        "{a:",
+        "devices[0].overrides.voltage_l1.unit",
+        "must be a valid string, got a mapping",
     ),
     Case("max-mb-infinite", HEADER + "store: {max_mb: .inf}\n", ".inf", "store.max_mb", "finite number"),
     Case("max-mb-zero", HEADER + "store: {max_mb: 0}\n", "0}", "store.max_mb", "must be between 0.1 and 1000000"),

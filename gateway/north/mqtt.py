@@ -198,7 +198,6 @@ class MqttLink:
     ) -> None:
         self.settings = settings
         self.session = session
-        self.client_id = session.client_id
         self.queue = queue
         self.faults = faults or InputFaults()
         self.supervisor = supervisor or Supervisor()
@@ -220,6 +219,10 @@ class MqttLink:
         self.v5 = self.settings.protocol == "5"
         for warning in security_warnings(self.settings):
             log.warning("%s", warning)
+
+    @property
+    def client_id(self) -> str:
+        return self.session.client_id
 
     def status(self) -> dict[str, Any]:
         """The session's part of the gateway health."""

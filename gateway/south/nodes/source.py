@@ -111,7 +111,7 @@ class NodeSource:
         loaded: LoadedConfig,
         bus: EventBus,
         store: StateStore,
-        session: MqttLink,
+        mqtt: MqttLink,
         *,
         faults: InputFaults | None = None,
         supervisor: Supervisor | None = None,
@@ -119,7 +119,7 @@ class NodeSource:
         self.loaded = loaded
         self.bus = bus
         self.store = store
-        self.session = session
+        self.mqtt = mqtt  # the broker session the node tree is on
         self.faults = faults or InputFaults()
         self.supervisor = supervisor or Supervisor()
         self.prefix = loaded.config.mqtt.node_prefix
@@ -133,9 +133,9 @@ class NodeSource:
     def start(self) -> None:
         """Subscribe (before the session starts), add the nodes to the store, watch for silent ones."""
         for kind in KINDS:
-            self.session.handle(f"{self.prefix}/+/{kind}", self.on_message, limit=NODE_WAITING)
-        self.session.handle(f"{self.prefix}/+/cmd/result", self.on_result, limit=NODE_WAITING)
-        self.session.on_connect(self._publish_time)
+            self.mqtt.handle(f"{self.prefix}/+/{kind}", self.on_message, limit=NODE_WAITING)
+        self.mqtt.handle(f"{self.prefix}/+/cmd/result", self.on_result, limit=NODE_WAITING)
+        self.mqtt.on_connect(self._publish_time)
         self.store.section("nodes", self.status)
         self._load(self.loaded)
         self.supervisor.spawn("nodes-watch", self._watch)
@@ -174,7 +174,7 @@ class NodeSource:
         self._publish_time()
 
     def _publish_time(self) -> None:
-        self.session.publish(f"{self.prefix}/time", {"ts": int(time.time() * 1000)}, Kind.CONTROL, retain=True, qos=0)
+        self.mqtt.publish(f"{self.prefix}/time", {"ts": int(time.time() * 1000)}, Kind.CONTROL, retain=True, qos=0)
 
     # -- incoming ---------------------------------------------------------------------------------
 
@@ -280,7 +280,7 @@ class NodeSource:
         self.pending[request_id] = (device_id, future)
         try:
             command = {"id": request_id, "cmd": "config", "set": changes}
-            self.session.publish(f"{self.prefix}/{device_id}/cmd", command, Kind.REPLY, qos=1)
+            self.mqtt.publish(f"{self.prefix}/{device_id}/cmd", command, Kind.REPLY, qos=1)
             answer = await asyncio.wait_for(future, COMMAND_TIMEOUT)
         except TimeoutError:
             raise CommandError("timeout", f"{device_id} did not answer within {COMMAND_TIMEOUT:g}s") from None
