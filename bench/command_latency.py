@@ -13,25 +13,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
 import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import report  # noqa: E402
-from bench.engine_throughput import profile  # noqa: E402
+from bench.common import cabinet, report  # noqa: E402
 from hil.broker import MosquittoBroker  # noqa: E402
 
 
@@ -92,76 +86,8 @@ def main() -> int:
     parser.add_argument("--commands", type=int, default=300)
     parser.add_argument("--devices", type=int, default=50)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmpdir, MosquittoBroker() as broker:
-        tmp = Path(tmpdir)
-        (tmp / "bench-meter-100.yaml").write_text(profile(100))
-        scenario = {
-            "name": "latency",
-            "profile_dirs": [str(tmp)],
-            "links": [{"id": "lamp-net", "type": "modbus-tcp"}]
-            + [{"id": f"l{i}", "type": "modbus-tcp"} for i in range(args.devices)],
-            "devices": [
-                {
-                    "id": "lamps",
-                    "profile": "dali-modbus-gateway",
-                    "link": "lamp-net",
-                    "unit": 1,
-                    "params": {"ballasts": 16},
-                    "poll": 0.5,
-                }
-            ]
-            + [
-                {
-                    "id": f"m{i}",
-                    "profile": "bench-meter-100",
-                    "link": f"l{i}",
-                    "unit": 1,
-                    "behaviour": "static",
-                    "poll": 0.5,
-                }
-                for i in range(args.devices)
-            ],
-        }
-        (tmp / "site.yaml").write_text(yaml.safe_dump(scenario))
-        site = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "hil",
-                "serve",
-                str(tmp / "site.yaml"),
-                "--json",
-                "--no-timeline",
-                "--control",
-                str(tmp / "ctl.sock"),
-                "--gateway-config",
-                str(tmp / "gw.yaml"),
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert site.stdout is not None
-        site.stdout.readline()
-        config = yaml.safe_load((tmp / "gw.yaml").read_text())
-        config["mqtt"] = {"host": broker.host, "port": broker.port}
-        config["store"] = {"path": str(tmp / "outbox.db")}
-        for device in config["devices"]:
-            device["report"] = {"mode": "periodic"}
-        (tmp / "gw.yaml").write_text(yaml.safe_dump(config))
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "-c", str(tmp / "gw.yaml"), "--log-level", "warning"],
-            cwd=ROOT,
-            env=os.environ.copy(),
-        )
-        try:
-            result = asyncio.run(measure(broker, "cityedge/latency", args.commands))
-        finally:
-            for proc in (gateway, site):
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(20)
+    with cabinet(args.devices) as (broker, _gateway):
+        result = asyncio.run(measure(broker, "cityedge/latency", args.commands))
     load = f"{args.devices} devices x 100 float32 every 500 ms + 16 lamps, polled over TCP"
     print(f"load: {load}")
     report("command_latency", ["measure", "value"], [[k, v] for k, v in result.items()], {"load": load, **result})

@@ -24,20 +24,12 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import meter_profile as profile  # noqa: E402
 from bench.common import report  # noqa: E402
 from gateway.config.loader import load_config  # noqa: E402
 from gateway.core.engine import Engine  # noqa: E402
 from gateway.core.events import DeviceUpdate, EventBus  # noqa: E402
 from hil.ptyline import transaction_time  # noqa: E402
-
-
-def profile(points: int) -> str:
-    return (
-        f"name: bench-meter-{points}\nmanufacturer: CityEdge\nmodel: benchmark meter\n"
-        f"description: {points} float32 input registers\nsource: synthetic\n"
-        "defaults: {table: input, type: float32, byte_order: ABCD}\n"
-        f"repeat:\n  - {{count: {points}, stride: 2, points: {{'v{{i}}': {{address: 0, initial: 230.5}}}}}}\n"
-    )
 
 
 def rss_mb() -> float:

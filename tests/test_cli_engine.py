@@ -164,3 +164,74 @@ async def test_probe_errors_are_plain(net: str) -> None:
     assert code == 1 and "no serial port /dev/ttyNOPE0" in err
     code, _, err = await cityedge("read", "--tcp", net, "--unit", "4")
     assert code == 2 and "give --profile, or --table and --address" in err
+
+
+async def test_read_and_write_find_profiles_in_a_profile_dir(net: str, tmp_path: Path) -> None:
+    """`--profile-dir DIR` (it crashed with "'str' object has no attribute 'is_dir'")."""
+    shipped = (ROOT / "device_profiles" / "dali-modbus-gateway.yaml").read_text()
+    (tmp_path / "site-lamps.yaml").write_text(shipped.replace("name: dali-modbus-gateway", "name: site-lamps", 1))
+    code, out, err = await cityedge(
+        "read", "--tcp", net, "--unit", "5", "--profile", "site-lamps", "--profile-dir", str(tmp_path),
+        "--param", "ballasts=2", "--point", "ballast_0_arc_power", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert [row["point"] for row in json.loads(out)] == ["ballast_0_arc_power"]
+    code, out, err = await write_lamp(net, "ballast_0_arc_power", "30", "--profile-dir", str(tmp_path))
+    assert code == 0, err  # the shipped name still resolves with an extra directory
+    code, _, err = await cityedge(
+        "read", "--tcp", net, "--unit", "5", "--profile", "site-lamps", "--profile-dir", str(tmp_path / "none")
+    )
+    assert code == 2 and "unknown profile 'site-lamps'" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--tcp", "127.0.0.1:1", "--unit", "300"], "a Modbus unit id is 0..255, not 300"),
+        (["--tcp", "127.0.0.1:1", "--unit", "four"], "'four' is not a whole number"),
+        (["--serial", "/dev/ttyNOPE0", "--unit", "0"], "--unit 0: a device on a serial bus answers to 1..247"),
+        (["--serial", "/dev/ttyNOPE0", "--unit", "248"], "--unit 248: a device on a serial bus answers to 1..247"),
+        (["--tcp", "127.0.0.1:http", "--unit", "1"], "the port must be a number from 1 to 65535"),
+        (["--tcp", "127.0.0.1:70000", "--unit", "1"], "the port must be a number from 1 to 65535"),
+        (["--tcp", ":502", "--unit", "1"], "a host name or address is missing"),
+        (["--tcp", "127.0.0.1:1", "--unit", "1", "--timeout", "soon"], "bad duration 'soon'"),
+        (["--tcp", "127.0.0.1:1", "--unit", "1", "--address", "70000"], "a register address is 0..65535, not 70000"),
+        (["--tcp", "127.0.0.1:1", "--unit", "1", "--address", "65535", "--count", "2"], "runs past the last address"),
+        (["--tcp", "127.0.0.1:1", "--unit", "1", "--address", "0", "--count", "126"], "at most 125"),
+        (["--serial", "/dev/ttyNOPE0", "--unit", "1", "--baudrate", "0"], "the value is 1..10000000, not 0"),
+    ],
+)
+async def test_bad_options_are_usage_errors_in_plain_words(args: list[str], says: str) -> None:
+    if "--address" not in args:
+        args = [*args, "--address", "0"]
+    code, out, err = await cityedge("read", *args, "--table", "holding")
+    assert code == 2, (out, err)
+    assert says in err
+    for raw in ("Traceback", "struct.error", "pydantic", "validation error", "input_value"):
+        assert raw not in err
+
+
+async def test_tcp_without_a_port_means_port_502() -> None:
+    code, _, err = await cityedge(
+        "read", "--tcp", "127.0.0.1", "--unit", "1", "--table", "holding", "--address", "0", "--timeout", "0.3"
+    )
+    assert code == 1 and "127.0.0.1:502" in err
+
+
+async def test_a_timeout_over_tcp_suggests_rtu_over_tcp_when_that_answers(site_factory: SiteFactory) -> None:
+    site = await site_factory(
+        {
+            "links": [{"id": "converter", "type": "modbus-rtu-tcp"}],
+            "devices": [{"id": "flow", "profile": "magflow-meter", "link": "converter", "unit": 4}],
+        }
+    )
+    converter = site.endpoint_addresses()["converter"]
+    read = ("read", "--unit", "4", "--table", "holding", "--address", "600", "--timeout", "0.5")
+    code, _, err = await cityedge(*read, "--tcp", converter)
+    assert code == 1 and "timeout" in err
+    assert f"hint: {converter} answers RTU frames" in err and f"use --rtu-tcp {converter}" in err
+    code, out, err = await cityedge(*read, "--rtu-tcp", converter)
+    assert "0.042" in out or "registers at 600" in out
+    assert code == 0 and "hint" not in err
+    code, _, err = await cityedge(*read, "--tcp", converter, "--unit", "9")  # nobody at 9 either way: no hint
+    assert code == 1 and "hint" not in err

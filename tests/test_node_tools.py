@@ -381,7 +381,42 @@ def test_unknown_node_and_bad_options(tmp_path: Path) -> None:
                    "--broker", "h", "--sensor", "pir:pin")  # fmt: skip
     assert bad.returncode == 2 and "--sensor pir:pin: expected key=value" in bad.stderr
     no_broker = cityedge("node", "provision", "--port", "/dev/null", "--id", "x", "--wifi-ssid", "s", "--open-wifi")
-    assert no_broker.returncode == 1 and "broker.host missing" in no_broker.stderr
+    assert no_broker.returncode == 2 and "broker.host missing" in no_broker.stderr
+
+
+@pytest.mark.parametrize(
+    ("sensor", "says"),
+    [
+        ("bh175", "unknown sensor type 'bh175' (did you mean 'bh1750'?); the firmware knows bh1750, bme280"),
+        ("PIR:pin=27", "unknown sensor type 'PIR' (did you mean 'pir'?)"),
+        ("pir:pn=27", "--sensor pir:pn=27: pn: unknown key 'pn' (did you mean 'pin'?)"),
+        ("pir:pin=99", "--sensor pir:pin=99: pin: must be less than or equal to 48, got 99"),
+        ("battery:pin=34,divider=two", "--sensor battery:pin=34,divider=two: divider takes a number, not 'two'"),
+    ],
+)
+def test_sensor_typos_are_usage_errors_in_plain_words(sensor: str, says: str) -> None:
+    result = cityedge("node", "provision", "--port", "/dev/null", "--id", "x", "--wifi-ssid", "s", "--open-wifi",
+                      "--broker", "h", "--sensor", sensor)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert says in result.stderr
+    assert "Input tag" not in result.stderr and "input_value" not in result.stderr
+
+
+def test_intervals_take_durations_as_the_gateway_configuration_does(tmp_path: Path) -> None:
+    from gateway.technician.provision import load_inventory, node_config, node_settings
+
+    path = tmp_path / "nodes.yaml"
+    path.write_text(
+        "defaults: {wifi: {ssid: s, open: true}, broker: {host: h}, interval: 30s, health_interval: 5m}\n"
+        "nodes:\n  - id: a\n  - {id: b, interval: 90}\n"
+    )
+    inventory, source = load_inventory(path)
+    a, b = (node_config(node_settings(inventory, source, n)) for n in ("a", "b"))
+    assert (a["interval"], a["health_interval"], b["interval"]) == (30, 300, 90)
+    assert all(type(v) is int for v in (a["interval"], a["health_interval"], b["interval"]))  # the firmware's type
+    late = cityedge("node", "provision", "--port", "/dev/null", "--id", "x", "--wifi-ssid", "s", "--open-wifi",
+                    "--broker", "h", "--interval", "2h")  # fmt: skip
+    assert late.returncode == 2 and "interval: must be between 5s and 1h, got 2h" in late.stderr
 
 
 # -- monitor ------------------------------------------------------------------------------------------------------

@@ -92,8 +92,8 @@ def _provision_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker-user", metavar="USER", help="broker user ('{id}' becomes the node id)")
     p.add_argument("--broker-password-env", metavar="VAR", help="environment variable with the broker password")
     p.add_argument("--sensor", action="append", default=[], metavar="SPEC", help=SENSOR_HELP)
-    p.add_argument("--interval", type=int, help="seconds between readings")
-    p.add_argument("--health-interval", type=int, help="seconds between health reports")
+    p.add_argument("--interval", metavar="TIME", help="time between readings: seconds, or 30s, 5m (default 60)")
+    p.add_argument("--health-interval", metavar="TIME", help="time between health reports (default 60)")
     p.add_argument("--topic", help="topic prefix (default nodes)")
     p.add_argument("--reassign", action="store_true", help="reuse a board provisioned for another node id")
 
@@ -161,14 +161,23 @@ def run_deploy(args: argparse.Namespace) -> int:
 
 
 def node_config_from(args: argparse.Namespace) -> dict[str, Any]:
-    from gateway.technician.provision import load_inventory, node_config, node_settings, settings_from_options
+    from gateway.technician.provision import (
+        BadSettings,
+        load_inventory,
+        node_config,
+        node_settings,
+        settings_from_options,
+    )
 
-    if args.inventory:
-        inventory, source = load_inventory(args.inventory)
-        settings = node_settings(inventory, source, args.id)
-        settings = _merge_options(settings, args)
-    else:
-        settings = settings_from_options(_merge_options({"id": args.id}, args))
+    try:
+        if args.inventory:
+            inventory, source = load_inventory(args.inventory)
+            settings = node_settings(inventory, source, args.id)
+            settings = _merge_options(settings, args)
+        else:
+            settings = settings_from_options(_merge_options({"id": args.id}, args))
+    except BadSettings as exc:
+        raise UsageError(str(exc)) from None
     return node_config(settings)
 
 
@@ -211,8 +220,16 @@ def _merge_options(settings: dict[str, Any], args: argparse.Namespace) -> dict[s
 
 
 def _sensor(spec: str) -> dict[str, Any]:
+    from gateway.common.problems import did_you_mean
+    from gateway.technician.provision import SENSOR_TYPES, sensor_problem
+
     kind, _, rest = spec.partition(":")
     sensor: dict[str, Any] = {"type": kind.strip()}
+    if sensor["type"] not in SENSOR_TYPES:
+        raise UsageError(
+            f"--sensor {spec}: unknown sensor type '{sensor['type']}'{did_you_mean(sensor['type'], SENSOR_TYPES)}"
+            f"; the firmware knows {', '.join(SENSOR_TYPES)}"
+        )
     for pair in filter(None, rest.split(",")):
         key, sep, value = pair.partition("=")
         if not sep:
@@ -221,6 +238,9 @@ def _sensor(spec: str) -> dict[str, Any]:
             sensor[key.strip()] = int(value, 0) if value.strip().lstrip("-").isdigit() or "x" in value else float(value)
         except ValueError:
             raise UsageError(f"--sensor {spec}: {key} takes a number, not {value!r}") from None
+    problem = sensor_problem(sensor)
+    if problem:
+        raise UsageError(f"--sensor {spec}: {problem}")
     return sensor
 
 

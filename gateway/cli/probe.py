@@ -13,19 +13,23 @@ import json
 import struct
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from gateway.cli.errors import UsageError
+from gateway.cli.options import address, positive_int, register_address, seconds, unit_id
 from gateway.common.problems import did_you_mean
+from gateway.common.validate import explain
 from gateway.config.model import DeviceConfig
 from gateway.core.commands import CommandError, check_value
 from gateway.core.device import Device
 from gateway.points.types import DataType
 from gateway.profiles.expand import expand
 from gateway.profiles.registry import ProfileRegistry
-from gateway.south.driver import TransactionError
+from gateway.south.driver import DeviceRefused, Timeout, TransactionError
 from gateway.south.modbus.codec import ByteOrder, Codec, CodecError
 from gateway.south.modbus.driver import DRIVER
 from gateway.south.modbus.links import ModbusRtuLink, ModbusRtuTcpLink, ModbusTcpLink
@@ -34,21 +38,29 @@ from gateway.south.modbus.pointio import read_point, write_point
 from gateway.south.modbus.profile import Table
 from gateway.south.modbus.transport import Transport, make_transport
 
+MODBUS_PORT = 502
+
 
 def _link_arguments(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--tcp", metavar="HOST:PORT", help="Modbus TCP device or gateway")
-    where.add_argument("--rtu-tcp", metavar="HOST:PORT", help="RTU frames over TCP (serial-to-Ethernet converter)")
+    where.add_argument("--tcp", metavar="HOST[:PORT]", help=f"Modbus TCP device or gateway (port {MODBUS_PORT})")
+    where.add_argument(
+        "--rtu-tcp",
+        metavar="HOST[:PORT]",
+        help=f"RTU frames over TCP, as serial-to-Ethernet converters send them (port {MODBUS_PORT})",
+    )
     where.add_argument("--serial", metavar="DEV", help="serial port, e.g. /dev/ttyUSB0")
-    p.add_argument("--baudrate", type=int, default=9600)
-    p.add_argument("--parity", choices=["N", "E", "O"], default="N")
-    p.add_argument("--stopbits", type=int, choices=[1, 2], default=1)
-    p.add_argument("--unit", type=int, required=True, help="Modbus unit (slave) id")
-    p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each answer")
+    p.add_argument("--baudrate", type=positive_int, default=9600, help="serial speed")
+    p.add_argument("--parity", choices=["N", "E", "O"], default="N", help="serial parity")
+    p.add_argument("--stopbits", type=int, choices=[1, 2], default=1, help="serial stop bits")
+    p.add_argument("--unit", type=unit_id, required=True, help="Modbus unit (slave) id: 1..247 on a bus, 0..255 on TCP")
+    p.add_argument("--timeout", type=seconds, default=1.0, metavar="SECONDS", help="how long to wait for each answer")
     p.add_argument("--profile", help="device profile (see cityedge profiles list)")
-    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="profile parameter")
-    p.add_argument("--profile-dir", action="append", default=[], metavar="DIR")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="profile parameter (repeat)")
+    p.add_argument(
+        "--profile-dir", type=Path, action="append", default=[], metavar="DIR", help="also look in DIR (repeat)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def register(sub: Any) -> None:
@@ -56,23 +68,27 @@ def register(sub: Any) -> None:
     _link_arguments(read)
     read.add_argument("--point", action="append", metavar="NAME", help="only these points (with --profile)")
     read.add_argument("--table", choices=[t.value for t in Table], help="raw read: table")
-    read.add_argument("--address", type=lambda v: int(v, 0), help="raw read: first address (0-based; 0x.. allowed)")
-    read.add_argument("--count", type=int, default=None, help="raw read: registers (default: what the type needs)")
+    read.add_argument("--address", type=register_address, help="raw read: first address (0-based; 0x.. allowed)")
+    read.add_argument(
+        "--count", type=positive_int, default=None, help="raw read: registers or bits (default: what the type needs)"
+    )
     read.add_argument(
         "--type",
         choices=[t.value for t in DataType if t not in (DataType.BIT, DataType.ENUM)],
         default="uint16",
         help="raw read: decode as this type",
     )
-    read.add_argument("--byte-order", choices=[o.value for o in ByteOrder], default="ABCD")
+    read.add_argument(
+        "--byte-order", choices=[o.value for o in ByteOrder], default="ABCD", help="raw read: decode in this order"
+    )
     read.add_argument("--all-orders", action="store_true", help="raw read: decode in all four byte orders")
     read.set_defaults(handler=run_read)
 
     write = sub.add_parser("write", help="write one point, validated against its profile, and read it back")
     _link_arguments(write)
-    write.add_argument("--point", required=True)
+    write.add_argument("--point", required=True, help="the point to write (a writable point of the profile)")
     write.add_argument("--value", required=True, help="a number, true/false, or an enum name")
-    write.add_argument("--no-readback", action="store_true")
+    write.add_argument("--no-readback", action="store_true", help="do not read the point back after writing")
     write.set_defaults(handler=run_write)
 
 
@@ -88,12 +104,18 @@ def _link(args: argparse.Namespace) -> ModbusTcpLink | ModbusRtuTcpLink | Modbus
                 stopbits=args.stopbits,
                 timeout=args.timeout,
             )
-        host, _, port = (args.tcp or args.rtu_tcp).rpartition(":")
+        option, given = ("--tcp", args.tcp) if args.tcp else ("--rtu-tcp", args.rtu_tcp)
+        host, port = address(option, given, MODBUS_PORT)
         if args.tcp:
-            return ModbusTcpLink(id="probe", type="modbus-tcp", host=host, port=int(port), timeout=args.timeout)
-        return ModbusRtuTcpLink(id="probe", type="modbus-rtu-tcp", host=host, port=int(port), timeout=args.timeout)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"bad link settings (HOST:PORT?): {exc}") from None
+            return ModbusTcpLink(id="probe", type="modbus-tcp", host=host, port=port, timeout=args.timeout)
+        return ModbusRtuTcpLink(id="probe", type="modbus-rtu-tcp", host=host, port=port, timeout=args.timeout)
+    except ValidationError as exc:
+        raise UsageError("; ".join(explain(e, ModbusRtuLink) for e in exc.errors())) from None
+
+
+def _check_unit(args: argparse.Namespace) -> None:
+    if args.serial and not 1 <= args.unit <= 247:
+        raise UsageError(f"--unit {args.unit}: a device on a serial bus answers to 1..247 (0 is broadcast, unanswered)")
 
 
 def _device(args: argparse.Namespace) -> Device:
@@ -117,11 +139,38 @@ def _device(args: argparse.Namespace) -> Device:
 
 
 async def _with_transport(args: argparse.Namespace, work: Callable[[Transport], Awaitable[int]]) -> int:
+    _check_unit(args)
     transport = make_transport(_link(args))
     try:
-        return await work(transport)
+        code = await work(transport)
     finally:
         await transport.close()
+    if code and args.tcp and timed_out(args):
+        hint = await _rtu_over_tcp_answers(args)
+        if hint:
+            print(f"cityedge: hint: {hint}", file=sys.stderr)
+    return code
+
+
+def timed_out(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "timed_out", False))
+
+
+async def _rtu_over_tcp_answers(args: argparse.Namespace) -> str | None:
+    """After silence over Modbus TCP: does the same address answer RTU frames (a serial-to-Ethernet converter)?"""
+    host, port = address("--tcp", args.tcp, MODBUS_PORT)
+    link = ModbusRtuTcpLink(id="probe", type="modbus-rtu-tcp", host=host, port=port, timeout=args.timeout)
+    transport = make_transport(link)
+    try:
+        request = read_request(Table.HOLDING, 0, 1)
+        check_response(request, await transport.transact(args.unit, request, args.timeout))
+    except DeviceRefused:
+        pass  # an exception answer is an answer: the unit is there, speaking RTU
+    except TransactionError:
+        return None
+    finally:
+        await transport.close()
+    return f"{host}:{port} answers RTU frames: it is a serial-to-Ethernet converter; use --rtu-tcp {host}:{port}"
 
 
 def _transact(transport: Transport, args: argparse.Namespace) -> Callable[[bytes], Awaitable[bytes]]:
@@ -132,6 +181,7 @@ def _transact(transport: Transport, args: argparse.Namespace) -> Callable[[bytes
 
 
 def run_read(args: argparse.Namespace) -> int:
+    args.timed_out = False
     if args.profile:
         return asyncio.run(_with_transport(args, lambda t: _read_profile(t, args)))
     if args.table is None or args.address is None:
@@ -154,6 +204,7 @@ async def _read_profile(transport: Transport, args: argparse.Namespace) -> int:
             DRIVER.decode(device, request, await DRIVER.transact(transport, device, request))
         except TransactionError as exc:
             failed += 1
+            args.timed_out = args.timed_out or isinstance(exc, Timeout)
             device.fail(request.point_names, f"{exc.kind}: {exc}")
     rows = [
         {"point": p.name, "value": device.values.get(p.name), "unit": p.unit, "error": device.errors.get(p.name)}
@@ -175,9 +226,15 @@ async def _read_raw(transport: Transport, args: argparse.Namespace) -> int:
     probe = Codec(dtype, length=length)
     count = args.count or probe.registers
     table = Table(args.table)
+    most = 2000 if table.is_bits else 125
+    if count > most:
+        raise UsageError(f"--count {count}: one {table.value} read carries at most {most}")
+    if args.address + count > 65536:
+        raise UsageError(f"--address {args.address} --count {count} runs past the last address (65535)")
     try:
         data = await _transact(transport, args)(read_request(table, args.address, count))
     except TransactionError as exc:
+        args.timed_out = isinstance(exc, Timeout)
         print(f"cityedge: error: {exc.kind}: {exc}", file=sys.stderr)
         return 1
     if table.is_bits:
@@ -202,6 +259,7 @@ async def _read_raw(transport: Transport, args: argparse.Namespace) -> int:
 
 
 def run_write(args: argparse.Namespace) -> int:
+    args.timed_out = False
     if not args.profile:
         raise UsageError("write needs --profile, so the value can be checked against the point")
     return asyncio.run(_with_transport(args, lambda t: _write(t, args)))
@@ -224,6 +282,7 @@ async def _write(transport: Transport, args: argparse.Namespace) -> int:
         await write_point(transact, point, value)
         readback = None if args.no_readback or not point.access.readable else await read_point(transact, point)
     except TransactionError as exc:
+        args.timed_out = isinstance(exc, Timeout)
         print(f"cityedge: error: write failed: {exc.kind}: {exc}", file=sys.stderr)
         return 1
     result = {"point": point.name, "written": value, "read_back": readback}

@@ -50,7 +50,8 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     import difflib  # only when something is misspelt: a running gateway does not pay for it
 
     pool = list(choices)
-    close = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
+    close = [c for c in pool if c.lower() == word.lower()][:1]  # PIR for pir, Holding for holding
+    close = close or difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
     if not close:
         # Integrators often type the model without the manufacturer prefix.
         close = [c for c in pool if c.endswith(word)][:1]

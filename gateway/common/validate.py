@@ -61,6 +61,11 @@ def problems_from(
     return problems
 
 
+def explain(error: ErrorDetails, model: type[BaseModel]) -> str:
+    """One validation error in plain words (for settings that come from options rather than a file)."""
+    return _message(error, model, tuple(error["loc"]))
+
+
 def _message(error: ErrorDetails, model: type[BaseModel], loc: tuple[Any, ...]) -> str:
     kind = error["type"]
     ctx = error.get("ctx") or {}

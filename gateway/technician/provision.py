@@ -14,19 +14,25 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, TypeAdapter, ValidationError, model_validator
 
-from gateway.common.problems import ConfigError
-from gateway.common.types import Identifier, Strict
-from gateway.common.validate import validate
+from gateway.common.problems import ConfigError, format_path
+from gateway.common.types import Duration, Identifier, Seconds, Strict
+from gateway.common.validate import explain, validate
 from gateway.common.yamlsource import YamlSource, load_yaml
 from gateway.technician import NodeToolError
 from gateway.technician.serial_board import NODE_STATE, Board, mask_secrets
 
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="an environment variable's name")]
 Pin = Annotated[int, Field(ge=0, le=48)]
+# Whole seconds on the node (its timers count seconds), written as in the gateway's configuration: 30, 30s, 5m.
+WholeSeconds = Annotated[Duration, AfterValidator(round)]
+
+
+class BadSettings(NodeToolError):
+    """Settings given as options that the rules refuse (the command line reports these as usage errors)."""
 
 
 class Wifi(Strict):
@@ -73,14 +79,40 @@ class BatterySensor(Strict):
 
 
 Sensor = Annotated[I2cSensor | PirSensor | UltrasonicSensor | BatterySensor, Field(discriminator="type")]
+_SENSOR: TypeAdapter[Any] = TypeAdapter(Sensor)
+_SENSOR_MODELS: dict[str, type[Strict]] = {
+    kind: model
+    for model in (I2cSensor, PirSensor, UltrasonicSensor, BatterySensor)
+    for kind in get_args(model.model_fields["type"].annotation)
+}
+SENSOR_TYPES = tuple(_SENSOR_MODELS)
+
+
+def sensor_problem(sensor: dict[str, Any]) -> str | None:
+    """What is wrong with one sensor's settings, in plain words, or None."""
+    try:
+        _SENSOR.validate_python(sensor)
+    except ValidationError as exc:
+        said = []
+        model = _SENSOR_MODELS[sensor["type"]]
+        for error in sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden"):  # a typo explains a gap
+            error["loc"] = tuple(p for p in error["loc"] if p != sensor["type"])
+            where = format_path(error["loc"])
+            said.append(f"{where}: {explain(error, model)}" if where else explain(error, model))
+        return "; ".join(said)
+    return None
 
 
 class NodeSettings(Strict):
     wifi: Wifi | None = None
     broker: Broker | None = None
     topic: Identifier | None = Field(None, description="topic prefix the node publishes under (default nodes)")
-    interval: int | None = Field(None, ge=5, le=3600, description="seconds between readings")
-    health_interval: int | None = Field(None, ge=10, le=3600, description="seconds between health reports")
+    interval: Annotated[WholeSeconds, Seconds(5, 3600)] | None = Field(
+        None, description="time between readings: seconds, or 30s, 5m"
+    )
+    health_interval: Annotated[WholeSeconds, Seconds(10, 3600)] | None = Field(
+        None, description="time between health reports: seconds, or 60s, 10m"
+    )
     sensors: list[Sensor] | None = None
     deep_sleep: bool | None = None
     ntp: str | None = None
@@ -128,8 +160,7 @@ def settings_from_options(values: dict[str, Any]) -> dict[str, Any]:
         entry = NodeEntry.model_validate(values)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise NodeToolError(f"{where}: {first['msg']}") from None
+        raise BadSettings(f"{format_path(tuple(first['loc']))}: {explain(first, NodeEntry)}") from None
     merged = entry.model_dump(exclude_none=True, exclude_unset=True)
     _require(merged, None, ())
     return merged
@@ -156,7 +187,7 @@ def _require(settings: dict[str, Any], source: YamlSource | None, where: tuple[A
     text = f"node {settings['id']}: {' and '.join(missing)} missing (give it here or under defaults)"
     if source is not None:
         raise ConfigError([source.problem(source.resolve(where), text)])
-    raise NodeToolError(text.replace("here or under defaults", "with --wifi-ssid / --broker"))
+    raise BadSettings(text.replace("here or under defaults", "with --wifi-ssid / --broker"))
 
 
 # -- secrets ------------------------------------------------------------------------------------------
