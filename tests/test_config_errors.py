@@ -227,7 +227,7 @@ CASES = [
         HEADER + "links:\n  - {id: x, type: modbus-ascii, host: a}\n",
         "modbus-ascii",
         "links[0].type",
-        "unknown type 'modbus-ascii'; expected one of 'modbus-tcp', 'modbus-rtu-tcp', 'modbus-rtu'",
+        "unknown type 'modbus-ascii'; expected one of 'modbus-rtu', 'modbus-rtu-tcp', 'modbus-tcp'",
     ),
     Case(
         "link-missing-device",
@@ -447,6 +447,67 @@ CASES = [
 ]
 
 
+# What `run` refuses at start, `check` refuses too, at the key's own line (field trial, integrator 8).
+RUN_REFUSES = [
+    Case(
+        "missing-tls-ca",
+        HEADER + "mqtt:\n  tls:\n    ca: certs/ca.pem\n",
+        "certs/ca.pem",
+        "mqtt.tls.ca",
+        "{dir}/certs/ca.pem does not exist",
+    ),
+    Case(
+        "missing-client-key",
+        HEADER + "mqtt:\n  tls: {cert: profiles/client.yaml, key: client.key}\n",
+        "client.key",
+        "mqtt.tls.key",
+        "{dir}/client.key does not exist",
+        profiles={"client": "not a certificate\n"},
+    ),
+    Case(
+        "unset-password-variable",
+        HEADER + "mqtt:\n  username: gw\n  password_env: CE_NEVER_SET_PASSWORD\n",
+        "CE_NEVER_SET_PASSWORD",
+        "mqtt.password_env",
+        "environment variable CE_NEVER_SET_PASSWORD is not set",
+    ),
+    Case(
+        "missing-password-file",
+        HEADER + "mqtt:\n  username: gw\n  password_file: secrets/mqtt-password\n",
+        "secrets/mqtt-password",
+        "mqtt.password_file",
+        "cannot read {dir}/secrets/mqtt-password: No such file or directory",
+    ),
+    Case(
+        "missing-profile-dir",
+        HEADER + "profile_dirs: [profiles, site-profiles]\n",
+        "site-profiles",
+        "profile_dirs[1]",
+        "directory {dir}/site-profiles does not exist",
+        profiles={"x": _profile("x", "points:\n  v: {address: 0}\n")},
+    ),
+    Case(
+        "profile-dir-is-a-file",
+        HEADER + "profile_dirs: [profiles/x.yaml]\n",
+        "profiles/x.yaml",
+        "profile_dirs[0]",
+        "{dir}/profiles/x.yaml is not a directory",
+        profiles={"x": _profile("x", "points:\n  v: {address: 0}\n")},
+    ),
+    Case(
+        "device-class-typo",
+        _device("meter"),
+        "frequncy",
+        "points.f.device_class",
+        "unknown device_class 'frequncy' (did you mean 'frequency'?): use one of Home Assistant's sensor or "
+        "binary sensor device classes",
+        {"meter": _profile("meter", "points:\n  f: {address: 0, unit: Hz, device_class: frequncy}\n")},
+        file="meter",
+    ),
+]
+CASES += RUN_REFUSES
+
+
 def _locate(text: str, needle: str, nth: int) -> tuple[int, int]:
     index = -1
     for _ in range(nth):
@@ -468,7 +529,7 @@ def test_broken_file_is_reported_exactly(case: Case, tmp_path: Path, capsys: pyt
 
     err = capsys.readouterr().err
     key = f" {case.key}:" if case.key else ""
-    expected = f"{target}:{line}:{column}:{key} {case.message}"
+    expected = f"{target}:{line}:{column}:{key} {case.message.replace('{dir}', str(tmp_path))}"
     assert status == 2
     assert expected in err.splitlines(), f"expected\n  {expected}\ngot\n{err}"
     assert "Traceback" not in err
@@ -486,6 +547,48 @@ def test_all_problems_are_reported_at_once(tmp_path: Path, capsys: pytest.Captur
     err = capsys.readouterr().err.splitlines()
     assert len([line for line in err if str(config) in line]) == 3  # schema, reference and profile problems together
     assert err[-1] == "3 problems found"
+
+
+@pytest.mark.parametrize("case", RUN_REFUSES[:5], ids=[c.id for c in RUN_REFUSES[:5]])
+def test_run_refuses_the_same_at_the_same_place(case: Case, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, target = write_site(tmp_path, case.config, case.profiles, case.file)
+    line, column = _locate(target.read_text(), case.at, case.nth)
+    assert main(["run", "-c", str(config)]) == 2  # before connecting to anything
+    expected = f"{target}:{line}:{column}: {case.key}: {case.message.replace('{dir}', str(tmp_path))}"
+    assert expected in capsys.readouterr().err.splitlines()
+
+
+def test_mqtt_protocol_5_may_be_written_as_a_number(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "site.yaml"
+    config.write_text(HEADER + "mqtt: {protocol: 5}\n")
+    assert main(["check", "-c", str(config)]) == 0
+    config.write_text(HEADER + "mqtt: {protocol: 3}\n")
+    assert main(["check", "-c", str(config)]) == 2
+    assert "mqtt.protocol: must be '3.1.1' or '5', got 3" in capsys.readouterr().err
+
+
+def test_check_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    config = tmp_path / "site.yaml"
+    config.write_text(HEADER + LINKS + "devices:\n  - {id: m, profile: eastron-sdm630, link: bus, unit: 7}\n")
+    assert main(["check", "-c", str(config), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True and report["gateway"]["id"] == "cab-1"
+    assert [(d["id"], d["unit"], d["link"]) for d in report["devices"]] == [("m", 7, "bus")]
+    assert report["points"] == report["devices"][0]["points"] > 10
+    config.write_text(HEADER + LINKS + "devices:\n  - {id: m, profile: sdm630, link: bus, unit: 7}\n")
+    assert main(["check", "-c", str(config), "--json"]) == 2
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    assert problems == [
+        {
+            "file": str(config),
+            "line": 6,
+            "column": _locate(config.read_text(), "sdm630", 1)[1],
+            "key": "devices[0].profile",
+            "message": "unknown profile 'sdm630' (did you mean 'eastron-sdm630'?)",
+        }
+    ]
 
 
 def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

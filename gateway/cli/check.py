@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
-from gateway.config.loader import LoadedConfig, load_config
+from gateway.cli.run import load_checked
+from gateway.common.problems import ConfigError, Problem, format_path
+from gateway.config.loader import LoadedConfig
 from gateway.config.model import DeviceConfig
 from gateway.north.mqtt import security_warnings
 from gateway.south.driver import link_driver
@@ -14,14 +17,57 @@ from gateway.south.driver import link_driver
 
 def register(sub: Any) -> None:
     p = sub.add_parser("check", help="validate a configuration file (all problems, with file:line:col)")
-    p.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
+    p.add_argument("-c", "--config", type=Path, required=True, metavar="FILE", help="the gateway configuration")
+    p.add_argument("--json", action="store_true", help="print the result (or the problems) as JSON")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load_config(args.config)
-    print(summary(loaded))
+    try:
+        loaded = load_checked(args.config)
+    except ConfigError as exc:
+        if not args.json:
+            raise
+        print(json.dumps({"ok": False, "problems": [_problem(p) for p in exc.problems]}, indent=2))
+        return 2
+    if args.json:
+        print(json.dumps(report(loaded), indent=2))
+    else:
+        print(summary(loaded))
     return 0
+
+
+def _problem(p: Problem) -> dict[str, Any]:
+    return {"file": p.file, "line": p.line, "column": p.column, "key": format_path(p.path), "message": p.message}
+
+
+def report(loaded: LoadedConfig) -> dict[str, Any]:
+    """What `check --json` prints for a configuration that loads: the same facts as the summary."""
+    cfg = loaded.config
+    return {
+        "ok": True,
+        "file": str(loaded.path),
+        "gateway": {"id": cfg.gateway.id, "site": cfg.gateway.site},
+        "mqtt": {"host": cfg.mqtt.host, "port": cfg.mqtt.port, "base_topic": cfg.base_topic, "tls": bool(cfg.mqtt.tls)},
+        "links": [
+            {"id": link.id, "type": link.type, "where": link_driver(link).describe_link(link)} for link in cfg.links
+        ],
+        "devices": [
+            {
+                "id": d.id,
+                "profile": d.profile,
+                "link": d.link,
+                **({"unit": d.unit} if d.unit is not None else {"address": d.address}),
+                "points": len(loaded.devices[d.id].points),
+                "poll_s": d.poll,
+                "enabled": d.enabled,
+            }
+            for d in cfg.devices
+        ],
+        "nodes": [{"id": n.id, "profile": n.profile, "stale_after_s": n.stale_after} for n in cfg.nodes],
+        "points": loaded.point_count,
+        "warnings": security_warnings(cfg.mqtt),
+    }
 
 
 def summary(loaded: LoadedConfig) -> str:

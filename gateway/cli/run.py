@@ -9,9 +9,12 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.common.problems import ConfigError
+
+if TYPE_CHECKING:
+    from gateway.config.loader import LoadedConfig
 
 LEVELS = ("debug", "info", "warning", "error")
 
@@ -54,13 +57,24 @@ def setup_logging(level: str, fmt: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def load_checked(path: Path) -> LoadedConfig:
+    """The configuration as `run` would start it: loaded, resolved, and every secret readable."""
+    from gateway.config.loader import load_config
+    from gateway.north.mqtt import secret_problems
+
+    loaded = load_config(path)
+    unreadable = secret_problems(loaded.config.mqtt)
+    if unreadable:
+        raise ConfigError([loaded.source.problem(exc.path, str(exc)) for exc in unreadable])
+    return loaded
+
+
 def run(args: argparse.Namespace) -> int:
     from gateway.app import Gateway
-    from gateway.config.loader import load_config
     from gateway.north.mqtt import SecretError
 
     setup_logging(args.log_level, args.log_format)
-    loaded = load_config(args.config)
+    loaded = load_checked(args.config)
 
     async def main() -> None:
         try:

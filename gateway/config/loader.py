@@ -8,6 +8,7 @@ configuration and in the profiles it uses), each with file, line and key.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,7 @@ def load_config(path: Path) -> LoadedConfig:
     config = _anchor_paths(config, path.parent)
     registry = ProfileRegistry(config.profile_dirs)
     checker = _Checker(source, registry)
+    checker.profile_dirs(config)
     checker.check_ids(config)
     devices = checker.devices(config)
     nodes = checker.nodes(config)
@@ -129,6 +131,16 @@ class _Checker:
 
     def add(self, path: KeyPath, message: str) -> None:
         self.problems.append(self.source.problem(path, message))
+
+    def profile_dirs(self, config: GatewayConfig) -> None:
+        """Every profile directory named must be there and readable: a typo would hide its profiles."""
+        for i, directory in enumerate(config.profile_dirs):
+            if not directory.exists():
+                self.add(("profile_dirs", i), f"directory {directory} does not exist")
+            elif not directory.is_dir():
+                self.add(("profile_dirs", i), f"{directory} is not a directory")
+            elif not os.access(directory, os.R_OK | os.X_OK):
+                self.add(("profile_dirs", i), f"directory {directory} cannot be read by this user")
 
     def check_ids(self, config: GatewayConfig) -> None:
         self._unique("links", (link.id for link in config.links))

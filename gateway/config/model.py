@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, GetCoreSchemaHandler, field_validator, model_validator
+from pydantic import BeforeValidator, Field, GetCoreSchemaHandler, WithJsonSchema, field_validator, model_validator
 from pydantic_core import CoreSchema
 
 from gateway.common.types import DAY, Duration, Identifier, Seconds, Strict, Within
@@ -41,12 +41,23 @@ class TlsSettings(Strict):
         return self
 
 
+def _protocol_version(value: object) -> object:
+    """`protocol: 5` as YAML writes it unquoted (a number), and 4, MQTT 3.1.1's protocol level."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {5: "5", 4: "3.1.1"}.get(value, value)
+    return value
+
+
 class MqttSettings(Strict):
     host: str = "127.0.0.1"
     port: Port = 1883
     base_topic: str | None = Field(None, description="defaults to cityedge/<gateway id>")
     client_id: str | None = Field(None, description="defaults to cityedge-<gateway id>")
-    protocol: Literal["3.1.1", "5"] = "5"
+    protocol: Annotated[
+        Literal["3.1.1", "5"],
+        BeforeValidator(_protocol_version),
+        WithJsonSchema({"enum": ["5", 5, "3.1.1"], "description": "MQTT version: 5 (default) or 3.1.1"}),
+    ] = "5"
     username: str | None = None
     password_env: str | None = Field(None, description="environment variable holding the password")
     password_file: Path | None = Field(None, description="file holding the password")

@@ -98,6 +98,17 @@ def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
     return context
 
 
+def secret_problems(settings: MqttSettings) -> list[SecretError]:
+    """Every secret the gateway would fail to read at start: the password, the TLS files (`check` and `run`)."""
+    found = []
+    for read in (read_password, tls_context):
+        try:
+            read(settings)
+        except SecretError as exc:
+            found.append(exc)
+    return found
+
+
 def security_warnings(settings: MqttSettings) -> list[str]:
     """Settings that work but expose the gateway; logged at start and shown by `cityedge check`."""
     warnings = []

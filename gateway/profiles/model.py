@@ -20,6 +20,7 @@ from gateway.common.problems import ConfigError
 from gateway.common.types import DAY, Duration, Seconds, Strict, Within
 from gateway.common.validate import validate
 from gateway.common.yamlsource import YamlSource
+from gateway.points.classes import check_device_class
 from gateway.points.types import DataType
 
 Number = int | float
@@ -61,11 +62,18 @@ class PointFields(Strict):
     min: Limit | None = Field(None, description="lowest value a write may set")
     max: Limit | None = Field(None, description="highest value a write may set")
     device_class: str | None = Field(None, description="Home Assistant device class hint, e.g. voltage, energy")
-    state_class: Literal["measurement", "total", "total_increasing"] | None = None
+    state_class: Literal["measurement", "measurement_angle", "total", "total_increasing"] | None = Field(
+        None, description="Home Assistant state class: measurement, total, total_increasing, measurement_angle"
+    )
     control: Literal["sbo"] | None = Field(None, description="sbo: writes need select-before-operate")
     description: str | None = None
     initial: Scalar | None = Field(None, description="value an emulator starts with")
     group: str | None = Field(None, description="poll group (see poll_groups); default: the device's poll interval")
+
+    @field_validator("device_class")
+    @classmethod
+    def _known_device_class(cls, value: str | None) -> str | None:
+        return check_device_class(value)
 
     @field_validator("scale")
     @classmethod

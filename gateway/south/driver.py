@@ -270,8 +270,9 @@ def _changed() -> None:
 
 
 def protocols() -> Mapping[str, ProfileProtocol]:
+    """By name: schemas and messages list them in the same order whatever was imported first."""
     _builtins()
-    return dict(_PROTOCOLS)
+    return dict(sorted(_PROTOCOLS.items()))
 
 
 def protocol(name: str) -> ProfileProtocol | None:
@@ -281,7 +282,7 @@ def protocol(name: str) -> ProfileProtocol | None:
 
 def link_types() -> Mapping[str, tuple[LinkDriver, type[LinkSettings]]]:
     _builtins()
-    return dict(_LINK_TYPES)
+    return dict(sorted(_LINK_TYPES.items()))
 
 
 def link_driver(link: Any) -> LinkDriver:

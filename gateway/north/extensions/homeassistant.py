@@ -18,6 +18,7 @@ import aiomqtt
 from gateway import __version__
 from gateway.north.extensions.base import Extension
 from gateway.north.message import Kind
+from gateway.points.classes import BINARY_CLASSES
 from gateway.points.types import INTEGER_TYPES, DataType
 from gateway.profiles.expand import PointSpec, ResolvedProfile
 
@@ -83,7 +84,7 @@ def component(p: PointSpec, set_topic: str) -> dict[str, Any] | None:
         entry.update(
             p="binary_sensor", value_template="{{ 'ON' if value_json['values'].get('%s') else 'OFF' }}" % p.name
         )
-        if entry.get("device_class") not in _BINARY_CLASSES:
+        if entry.get("device_class") not in BINARY_CLASSES:
             entry.pop("device_class", None)
         return entry
     entry.update(p="sensor", value_template=_value(p.name))
@@ -91,28 +92,6 @@ def component(p: PointSpec, set_topic: str) -> dict[str, Any] | None:
         entry.update(device_class="enum", options=list(p.enum.values()))
         entry.pop("state_class", None)
     return entry
-
-
-_BINARY_CLASSES = {
-    "problem",
-    "power",
-    "light",
-    "motion",
-    "moisture",
-    "opening",
-    "running",
-    "connectivity",
-    "battery",
-    "door",
-    "window",
-    "safety",
-    "smoke",
-    "heat",
-    "cold",
-    "plug",
-    "lock",
-    "vibration",
-}
 
 
 class HomeAssistant(Extension):
