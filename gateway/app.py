@@ -4,7 +4,7 @@ Data flows from the sources (polled links through the engine, ESP32 nodes) into 
 core (the event bus, the live state store, the command service) and out through the
 features that publish the CityEdge topic tree and Home Assistant discovery over the
 MQTT session. `Gateway.run()` starts everything, handles SIGTERM/SIGINT, reloads on
-request (only what changed restarts), and on a clean stop says offline before
+request or SIGHUP (only what changed restarts), and on a clean stop says offline before
 disconnecting.
 """
 
@@ -16,10 +16,18 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from gateway.common.problems import ConfigError
 from gateway.config.loader import LoadedConfig, load_config
 from gateway.core.commands import CommandService
 from gateway.core.engine import Engine, EngineSource
-from gateway.core.events import ClientIdConflict, EventBus, GatewayStarted, OutboxDropped
+from gateway.core.events import (
+    ClientIdConflict,
+    EventBus,
+    GatewayStarted,
+    OutboxDropped,
+    ReloadApplied,
+    ReloadRefused,
+)
 from gateway.core.state import StateStore
 from gateway.core.supervision import InputFaults, Supervisor
 from gateway.north.extensions.availability import Availability
@@ -81,6 +89,7 @@ class Gateway:
         self.ctx = Context(self.loaded, self.bus, self.store, self.commands, self.reload, self.faults, self.supervisor)
         self.extensions = [cls(self.ctx, self.mqtt) for cls in EXTENSIONS]
         self.stopping = asyncio.Event()
+        self._reloading = asyncio.Lock()
 
     async def start(self) -> None:
         for extension in self.extensions:
@@ -113,8 +122,27 @@ class Gateway:
         await self.supervisor.stop()
 
     async def reload(self) -> dict[str, Any]:
-        """Re-read the configuration file; nothing changes if it is invalid (ConfigError)."""
-        loaded = await asyncio.to_thread(load_config, self.path)
+        """Re-read the configuration file; nothing changes if it is invalid (ConfigError, logged and announced).
+
+        One reload at a time: a second request (or SIGHUP) waits for the first and then reads the file again.
+        """
+        async with self._reloading:
+            try:
+                loaded = await asyncio.to_thread(load_config, self.path)
+            except ConfigError as exc:
+                problems = [str(p) for p in exc.problems]
+                log.warning(
+                    "configuration not applied, the gateway goes on with the one it runs: %d problem(s): %s",
+                    len(problems),
+                    "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""),
+                )
+                self.bus.publish(ReloadRefused(tuple(problems[:20])))
+                raise
+            report = await self._apply(loaded)
+        self.bus.publish(ReloadApplied(report))
+        return report
+
+    async def _apply(self, loaded: LoadedConfig) -> dict[str, Any]:
         notes = []
         old = self.loaded.config
         if loaded.config.mqtt != old.mqtt or loaded.config.gateway.id != old.gateway.id:
@@ -128,10 +156,25 @@ class Gateway:
         log.info("configuration reloaded: %s", report.to_json() or "no changes")
         return {**report.to_json(), **({"notes": notes} if notes else {})}
 
+    def reload_on_signal(self) -> None:
+        """SIGHUP, as `systemctl reload` sends it: reload in the background; a refused file is logged."""
+        log.info("SIGHUP: reloading %s", self.path)
+
+        async def reload() -> None:
+            try:
+                await self.reload()
+            except ConfigError:
+                pass  # logged and announced by reload(); the running configuration stays
+            except Exception:  # once, not again and again: the next SIGHUP tries anew
+                log.exception("reload failed; the gateway goes on with the configuration it runs")
+
+        self.supervisor.spawn("reload", reload)  # a second SIGHUP meanwhile waits its turn
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_on_signal)
         await self.start()
         try:
             await self.stopping.wait()

@@ -13,7 +13,6 @@ import aiomqtt
 
 from gateway.common.problems import ConfigError
 from gateway.core.commands import CommandError
-from gateway.core.events import ReloadApplied, ReloadRefused
 from gateway.north.extensions.base import Extension
 from gateway.north.extensions.devices import describe_devices
 from gateway.north.replies import answer, busy_error, error_body, internal_error, parse, transaction_of
@@ -64,11 +63,8 @@ class Requests(Extension):
 
     async def _reload(self) -> dict[str, Any]:
         try:
-            report = await self.ctx.reload()
+            return await self.ctx.reload()  # announces itself on the bus, applied or refused
         except ConfigError as exc:
             problems = [str(p) for p in exc.problems]
-            self.ctx.bus.publish(ReloadRefused(tuple(problems[:20])))
             message = f"configuration not applied: {len(problems)} problem(s)"
             raise CommandError("invalid_config", message, details=problems) from None
-        self.ctx.bus.publish(ReloadApplied(report))
-        return report
