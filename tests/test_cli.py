@@ -22,7 +22,14 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_check_shipped_example_exits_0_with_summary() -> None:
-    result = run("check", "-c", str(EXAMPLE))
+    here = run("check", "-c", str(EXAMPLE))  # for a cabinet: its CA, password and profile directory are not here
+    assert here.returncode == 2
+    assert [line.split(": ", 2)[1] for line in here.stderr.splitlines()[:-1]] == [
+        "mqtt.password_env",
+        "mqtt.tls.ca",
+        "profile_dirs[0]",
+    ]
+    result = run("check", "-c", str(EXAMPLE), "--portable")
     assert result.returncode == 0, result.stderr
     assert f"{EXAMPLE}: OK" in result.stdout
     assert "rs485-1          modbus-rtu /dev/ttyUSB0 9600 8E1" in result.stdout

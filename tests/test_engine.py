@@ -338,6 +338,54 @@ async def test_poll_groups_run_at_their_own_interval(harness: Make, tmp_path: Pa
     assert requests >= 15  # ~20 fast reads and 2 slow ones in 2.2 s
 
 
+def _longest(device: Any) -> int:
+    return max(r.count for g in device.groups for r in g.plan)
+
+
+async def test_exception_03_on_long_reads_teaches_the_longest_read(
+    harness: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Many meters answer a read longer than they take with exception 03, not 02 (field trial, integrator 7)."""
+    h = await harness(one(TCP, faults={"refuse_long_reads": 20}))
+    device = h.engine.devices["dut"]
+    everything = {p.name for p in device.points.values() if p.access.readable}
+    assert _longest(device) > 20  # the profile allows long reads; this meter does not
+    await h.until(lambda: (u := h.latest("dut")) is not None and set(u.values) == everything, what="every value")
+    assert _longest(device) <= 20 and h.state("dut") == "online"
+    learned = device.health.to_json()["learned"]["max_registers"]
+    assert learned["value"] <= 20 and learned["profile"] == "eastron-sdm630" and "exception 03" in learned["why"]
+    said = [r.getMessage() for r in caplog.records if "limits.max_registers" in r.getMessage()]
+    assert said and "set limits.max_registers:" in said[-1] and "in profile eastron-sdm630" in said[-1]
+    # What it learned outlives a restart of its link (the link's settings changed in a reload).
+    report = await h.engine.apply(h.config(dut={"poll": 0.3}))
+    assert report.devices_restarted == ["dut"]
+    again = h.engine.devices["dut"]
+    assert again is not device and _longest(again) <= 20
+    assert again.health.to_json()["learned"]["max_registers"]["value"] == learned["value"]
+    errors = again.health.counters.errors.get("illegal_data_value", 0)
+    await h.until(lambda: again.health.cycles >= 3, what="cycles after the restart")
+    assert again.health.counters.errors.get("illegal_data_value", 0) == errors  # no refused read since
+
+
+async def test_a_device_that_ignores_long_reads_is_read_in_shorter_ones(harness: Make) -> None:
+    """No answer at all to long reads (some converters drop long frames), answers to short ones."""
+    h = await harness(one(TCP, faults={"ignore_long_reads": 16}), dut={"offline_after": 2, "max_backoff": 0.5})
+    device = h.engine.devices["dut"]
+    everything = {p.name for p in device.points.values() if p.access.readable}
+    await h.until(lambda: (u := h.latest("dut")) is not None and set(u.values) == everything, what="every value")
+    assert _longest(device) <= 16 and h.state("dut") == "online"
+    learned = device.health.to_json()["learned"]["max_registers"]
+    assert learned["value"] <= 16 and "no answer to a read of" in learned["why"]
+
+
+async def test_a_dead_device_does_not_teach_shorter_reads(harness: Make) -> None:
+    h = await harness(one(TCP, faults={"timeout": True}), dut={"offline_after": 2, "max_backoff": 0.3})
+    device = h.engine.devices["dut"]
+    longest = _longest(device)
+    await h.until(lambda: h.state("dut") == "offline" and device.health.cycles >= 6, what="probes while offline")
+    assert _longest(device) == longest and "learned" not in device.health.to_json()
+
+
 async def test_apply_restarts_only_what_changed(harness: Make) -> None:
     h = await harness(
         {

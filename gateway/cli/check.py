@@ -19,12 +19,18 @@ def register(sub: Any) -> None:
     p = sub.add_parser("check", help="validate a configuration file (all problems, with file:line:col)")
     p.add_argument("-c", "--config", type=Path, required=True, metavar="FILE", help="the gateway configuration")
     p.add_argument("--json", action="store_true", help="print the result (or the problems) as JSON")
+    p.add_argument(
+        "--portable",
+        action="store_true",
+        help="the file is for another machine: skip what only that machine has (TLS files, the password, "
+        "profile directories); without it, check refuses all that run would refuse here",
+    )
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        loaded = load_checked(args.config)
+        loaded = load_checked(args.config, here=not args.portable)
     except ConfigError as exc:
         if not args.json:
             raise

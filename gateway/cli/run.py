@@ -57,15 +57,18 @@ def setup_logging(level: str, fmt: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def load_checked(path: Path) -> LoadedConfig:
-    """The configuration as `run` would start it: loaded, resolved, and every secret readable."""
-    from gateway.config.loader import load_config
+def load_checked(path: Path, *, here: bool = True) -> LoadedConfig:
+    """The configuration as `run` would start it: loaded and resolved; with `here`, also what it needs of this
+    machine: every secret readable, every profile directory there."""
+    from gateway.config.loader import load_config, profile_dir_problems
     from gateway.north.mqtt import secret_problems
 
     loaded = load_config(path)
-    unreadable = secret_problems(loaded.config.mqtt)
-    if unreadable:
-        raise ConfigError([loaded.source.problem(exc.path, str(exc)) for exc in unreadable])
+    if here:
+        problems = [loaded.source.problem(exc.path, str(exc)) for exc in secret_problems(loaded.config.mqtt)]
+        problems += profile_dir_problems(loaded)
+        if problems:
+            raise ConfigError(problems)
     return loaded
 
 

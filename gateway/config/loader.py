@@ -61,13 +61,28 @@ def load_config(path: Path) -> LoadedConfig:
     config = _anchor_paths(config, path.parent)
     registry = ProfileRegistry(config.profile_dirs)
     checker = _Checker(source, registry)
-    checker.profile_dirs(config)
     checker.check_ids(config)
     devices = checker.devices(config)
     nodes = checker.nodes(config)
     if checker.problems:
         raise ConfigError(checker.problems)
     return LoadedConfig(path, config, source, registry, devices, nodes)
+
+
+def profile_dir_problems(loaded: LoadedConfig) -> list[Problem]:
+    """Profile directories this machine lacks or cannot read (a typo there would hide its profiles)."""
+    problems = []
+    for i, directory in enumerate(loaded.config.profile_dirs):
+        if not directory.exists():
+            why = f"directory {directory} does not exist"
+        elif not directory.is_dir():
+            why = f"{directory} is not a directory"
+        elif not os.access(directory, os.R_OK | os.X_OK):
+            why = f"directory {directory} cannot be read by this user"
+        else:
+            continue
+        problems.append(loaded.source.problem(("profile_dirs", i), why))
+    return problems
 
 
 def _salvage(data: object, base: Path) -> GatewayConfig | None:
@@ -131,16 +146,6 @@ class _Checker:
 
     def add(self, path: KeyPath, message: str) -> None:
         self.problems.append(self.source.problem(path, message))
-
-    def profile_dirs(self, config: GatewayConfig) -> None:
-        """Every profile directory named must be there and readable: a typo would hide its profiles."""
-        for i, directory in enumerate(config.profile_dirs):
-            if not directory.exists():
-                self.add(("profile_dirs", i), f"directory {directory} does not exist")
-            elif not directory.is_dir():
-                self.add(("profile_dirs", i), f"{directory} is not a directory")
-            elif not os.access(directory, os.R_OK | os.X_OK):
-                self.add(("profile_dirs", i), f"directory {directory} cannot be read by this user")
 
     def check_ids(self, config: GatewayConfig) -> None:
         self._unique("links", (link.id for link in config.links))

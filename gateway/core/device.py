@@ -94,6 +94,10 @@ class Device:
         for group in self.groups:
             group.next_due = now + group.interval * stable_fraction(f"{self.id}/{group.name}")
 
+    @property
+    def learned(self) -> dict[str, Any]:
+        return self.health.learned
+
     def point_ts(self, name: str) -> int | None:
         group = self.group_of.get(name)
         return None if group is None else self.group_ts.get(group)
@@ -106,6 +110,16 @@ class Device:
         if config.address is not None:
             where["address"] = config.address
         return {**where, "poll_s": config.poll, "enabled": config.enabled}
+
+    def same_device(self, other: Device) -> bool:
+        """The same physical device (profile, link and address), whatever else of its settings changed."""
+        mine, theirs = self.config, other.config
+        return (self.resolved.profile.name, mine.link, mine.unit, mine.address) == (
+            other.resolved.profile.name,
+            theirs.link,
+            theirs.unit,
+            theirs.address,
+        )
 
     def replan(self) -> None:
         for group in self.groups:

@@ -55,6 +55,7 @@ class Engine:
         self.links: dict[str, LinkScheduler] = {}
         self.devices: dict[str, Device] = {}
         self._link_of: dict[str, str] = {}
+        self._gone: dict[str, Device] = {}  # devices replaced by a restart: what their drivers learned carries over
         self._loaded: LoadedConfig | None = None
         self._running = False
 
@@ -113,12 +114,17 @@ class Engine:
                 continue
             self._add_device(config, loaded)
             (report.devices_restarted if config.id in old_devices else report.devices_added).append(config.id)
+        self._gone.clear()  # removed for good
         self._loaded = loaded
         return report
 
     def _add_device(self, config: DeviceConfig, loaded: LoadedConfig) -> None:
         link = next(link for link in loaded.config.links if link.id == config.link)
         device = Device.on_link(config, loaded.devices[config.id], link)
+        before = self._gone.pop(config.id, None)
+        if before is not None and before.driver is device.driver and before.same_device(device):
+            device.driver.carry_over(device, before.protocol_state)
+            device.replan()
         self.devices[config.id] = device
         self._link_of[config.id] = config.link
         self.links[config.link].add(device)
@@ -127,7 +133,7 @@ class Engine:
 
     def _remove_device(self, device_id: str) -> None:
         link_id = self._link_of.pop(device_id, None)
-        self.devices.pop(device_id, None)
+        self._forget(device_id)
         if link_id in self.links:
             self.links[link_id].remove(device_id)
         if self.store is not None:
@@ -137,10 +143,15 @@ class Engine:
         scheduler = self.links.pop(link_id)
         await scheduler.stop()
         for device_id in list(scheduler.devices):
-            self.devices.pop(device_id, None)
+            self._forget(device_id)
             self._link_of.pop(device_id, None)
             if self.store is not None:
                 self.store.remove(device_id)
+
+    def _forget(self, device_id: str) -> None:
+        device = self.devices.pop(device_id, None)
+        if device is not None:
+            self._gone[device_id] = device
 
     # -- commands -------------------------------------------------------------------------------
 

@@ -74,6 +74,7 @@ class DeviceHealth:
         self.failed_cycles = 0
         self.overruns = 0  # poll slots skipped because the link was too busy (the link counts reconnects)
         self.known = False  # no cycle has finished yet
+        self.learned: dict[str, Any] = {}  # what its protocol's driver learned about it (e.g. read limits)
 
     def cycle_done(self, *, ok: bool, partial: bool, reason: str = "") -> bool:
         """Record a finished cycle; True when the state changed."""
@@ -121,4 +122,5 @@ class DeviceHealth:
             "failed_cycles": self.failed_cycles,
             "overruns": self.overruns,
             **self.counters.to_json(),
+            **({"learned": self.learned} if self.learned else {}),
         }

@@ -21,7 +21,7 @@ from gateway.core.device import Device, PollGroup
 from gateway.core.events import DeviceUpdate, EventBus, HealthChanged, LinkDown, LinkUp
 from gateway.core.health import Counters, State
 from gateway.core.supervision import Supervisor, being_cancelled
-from gateway.south.driver import ConnectionFailed, LinkDriver, LinkTransport, TransactionError
+from gateway.south.driver import ConnectionFailed, LinkDriver, LinkTransport, Timeout, TransactionError
 
 log = logging.getLogger("cityedge.engine")
 
@@ -226,6 +226,10 @@ class LinkScheduler:
         failure: TransactionError | None = None
         partial_reason = ""
         received = 0.0
+        guessing = False  # the driver replanned after a timeout: does the first new request answer?
+        # One guess, on the probes of a device that is offline, where it costs little: a device going away is
+        # found as fast as ever, and a dead one costs its link one timeout per cycle as before.
+        guessed = not probe
         while queue:
             await self._drain_priority()
             request = queue.popleft()
@@ -235,6 +239,9 @@ class LinkScheduler:
                 failure = exc
                 break
             except TransactionError as exc:
+                if guessing:
+                    guessing = False
+                    self.driver.settle(device, kept=False)
                 if exc.answered:  # the device refused: maybe it wants the points asked for otherwise
                     answered += 1
                     instead = self.driver.replan(device, request, exc)
@@ -250,8 +257,19 @@ class LinkScheduler:
                     device.fail(request.point_names, exc.kind)  # a bad frame among good ones: keep going
                     partial_reason = exc.kind
                     continue
+                if isinstance(exc, Timeout) and not guessed:
+                    guessed = True
+                    instead = self.driver.replan(device, request, exc)
+                    if instead is not None:  # perhaps only too long for it: try shorter requests once
+                        guessing = True
+                        queue.extendleft(reversed(instead))
+                        continue
                 failure = exc  # a timeout (or garbage instead of an answer): skip the rest of the cycle
                 break
+            if guessing:
+                guessing = False
+                self.driver.settle(device, kept=True)
+                device.replan()
             answered += 1
             received = asyncio.get_running_loop().time()
             self.driver.decode(device, request, answer)

@@ -124,6 +124,9 @@ class PolledDevice(Protocol):
     errors: dict[str, str]
     protocol_state: Any  # what the driver's prepare() made for it (a read planner, an address)
 
+    @property
+    def learned(self) -> dict[str, Any]: ...  # what the driver learned about the device, shown in its health
+
 
 Transact = Callable[[Any], Awaitable[Any]]  # one request through the link's priority lane -> its answer
 
@@ -207,9 +210,20 @@ class LinkDriver:
         """Carry out one request; its answer. A TransactionError of the right kind when there is none to use."""
         raise NotImplementedError
 
+    def carry_over(self, device: PolledDevice, before: Any) -> None:
+        """A device replaced by one of the same id, profile and address (its link or settings restarted):
+        keep what was learned about it. `before` is the protocol state of the device it replaces."""
+
     def replan(self, device: PolledDevice, request: Any, error: Exception) -> list[Any] | None:
-        """After the device refused `request`: the requests to make instead, or None to take the refusal."""
+        """After `request` failed: the requests to make instead, or None to take the failure.
+
+        Called when the device refused it (an exception answer, definite), and once per cycle after a timeout
+        (a guess: the device may only be unable to answer long requests); for a guess, `settle` follows.
+        """
         return None
+
+    def settle(self, device: PolledDevice, kept: bool) -> None:
+        """After a replan on a timeout: the first of the new requests was answered (kept) or not (forget the guess)."""
 
     def decode(self, device: PolledDevice, request: Any, answer: Any) -> None:
         """Store the values an answer carries into device.values (and per-point problems into device.errors)."""

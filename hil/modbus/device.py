@@ -49,6 +49,8 @@ class DeviceFaults:
     garbage: int = 0  # this many random bytes before each answer
     wrong_unit: bool = False  # answer as another unit id
     split_reads: int = 0  # reads longer than this many registers get exception 02 (0: off)
+    refuse_long_reads: int = 0  # reads longer than this many registers get exception 03, as many meters do (0: off)
+    ignore_long_reads: int = 0  # reads longer than this many registers get no answer at all (0: off)
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply changes given as Python values or as strings from the command line; all or nothing."""
@@ -203,6 +205,8 @@ class EmulatedDevice:
             return 3
         if self.faults.split_reads and count > self.faults.split_reads:
             return 2
+        if self.faults.refuse_long_reads and count > self.faults.refuse_long_reads:
+            return 3
         t = self.tables[table]
         if address + count > t.size or self._forbidden(table, address, address + count - 1):
             return 2

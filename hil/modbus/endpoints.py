@@ -67,6 +67,8 @@ class BusContext:
         table = READ_FUNCTIONS.get(func_code)
         if table is None:
             return ExcCodes.ILLEGAL_FUNCTION
+        if device.faults.ignore_long_reads and count > device.faults.ignore_long_reads:
+            raise NoSuchIdException("silent: too long for this device")
         if func_code != 23 and (refused := await self._admit(device)) is not None:
             return refused
         result = device.read(table, address, count)

@@ -2,13 +2,15 @@
 
 Everything Modbus the gateway knows comes in through here: the profile fields and
 limits (`profile.py`), the link settings (`links.py`), one transport per link
-(`transport.py`, framing in `framing.py`), the read planner with the splits it learns
-from exception 02 (`planner.py`), the register codec (`codec.py`) and single-point
-reads and writes (`pointio.py`). See README.md.
+(`transport.py`, framing in `framing.py`), the read planner with what it learns from
+devices: where not to merge (exception 02) and how long a read may be (exception 03, or
+long reads that time out while short ones are answered) (`planner.py`), the register
+codec (`codec.py`) and single-point reads and writes (`pointio.py`). See README.md.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -23,6 +25,7 @@ from gateway.south.driver import (
     PolledDevice,
     ProfileProtocol,
     Report,
+    Timeout,
     Transact,
     register,
 )
@@ -45,14 +48,18 @@ from gateway.south.modbus.profile import (
 from gateway.south.modbus.transport import Transport, make_transport
 
 ILLEGAL_DATA_ADDRESS = 2
+ILLEGAL_DATA_VALUE = 3  # what many meters answer to a read longer than they take
+
+log = logging.getLogger("cityedge.modbus")
 
 
 @dataclass(slots=True)
 class ModbusState:
-    """What the driver keeps per device: its unit id and its read planner (with the splits it learnt)."""
+    """What the driver keeps per device: its unit id and its read planner (with what it learnt)."""
 
     unit: int
     planner: ReadPlanner
+    guess: tuple[Table, int, int] | None = None  # after a timeout: (table, length tried, length that failed)
 
 
 class ModbusDriver(ProfileProtocol, LinkDriver):
@@ -115,6 +122,12 @@ class ModbusDriver(ProfileProtocol, LinkDriver):
         device.pause = limits.pause  # type: ignore[attr-defined]
         return ModbusState(address, ReadPlanner(limits, forbidden_ranges(limits)))
 
+    def carry_over(self, device: PolledDevice, before: Any) -> None:
+        state: ModbusState = device.protocol_state
+        if isinstance(before, ModbusState) and before.unit == state.unit:
+            state.planner.lessons = before.planner.lessons
+            self._note(device)
+
     def plan(self, device: PolledDevice, points: Sequence[PointSpec]) -> list[ReadRequest]:
         state: ModbusState = device.protocol_state
         return state.planner.plan(points)
@@ -128,13 +141,70 @@ class ModbusDriver(ProfileProtocol, LinkDriver):
         return check_response(pdu, answer)
 
     def replan(self, device: PolledDevice, request: Any, error: Exception) -> list[ReadRequest] | None:
-        """After exception 02 on a merged read: never merge across its middle again, read its halves now."""
+        """A merged read the device would not answer, read otherwise now, and remembered:
+
+        - exception 02 (illegal data address): never merge across its middle again;
+        - exception 03 (illegal data value; many meters say so for a read longer than they take): reads of at
+          most half its length from now on;
+        - a timeout: half its length tried once; kept when that is answered (see `settle`).
+        """
         state: ModbusState = device.protocol_state
-        if not (isinstance(error, ModbusExceptionResponse) and error.code == ILLEGAL_DATA_ADDRESS):
+        if not isinstance(request, ReadRequest):
             return None
-        if not isinstance(request, ReadRequest) or not state.planner.split(request):
+        planner = state.planner
+        points = [p for p, _ in request.points]
+        if isinstance(error, ModbusExceptionResponse) and error.code == ILLEGAL_DATA_ADDRESS:
+            if not planner.split(request):
+                return None
+            self._note(device)
+            return planner.plan(points)
+        shorter = planner.shorter(request)
+        if shorter is None:
             return None
-        return state.planner.plan(p for p, _ in request.points)
+        if isinstance(error, ModbusExceptionResponse) and error.code == ILLEGAL_DATA_VALUE:
+            self._learn(device, request.table, shorter, f"exception 03 on a read of {request.count}")
+            return planner.plan(points)
+        if isinstance(error, Timeout):
+            state.guess = (request.table, shorter, request.count)
+            return planner.plan(points, cap=shorter)
+        return None
+
+    def settle(self, device: PolledDevice, kept: bool) -> None:
+        state: ModbusState = device.protocol_state
+        if state.guess is not None and kept:
+            table, shorter, failed = state.guess
+            self._learn(device, table, shorter, f"no answer to a read of {failed}, answers to reads of {shorter}")
+        state.guess = None
+
+    def _learn(self, device: PolledDevice, table: Table, longest: int, why: str) -> None:
+        planner: ReadPlanner = device.protocol_state.planner
+        planner.keep_shorter(table, longest)
+        what = "max_bits" if table.is_bits else "max_registers"
+        log.warning(
+            "%s: reads at most %d %s from now on (%s); set limits.%s: %d in profile %s to start that way",
+            device.id,
+            planner.top(table),
+            "bits" if table.is_bits else "registers",
+            why,
+            what,
+            planner.top(table),
+            device.resolved.profile.name,
+        )
+        self._note(device, why)
+
+    def _note(self, device: PolledDevice, why: str | None = None) -> None:
+        """What the planner learned, in the device's health: the limits it keeps to and why."""
+        planner: ReadPlanner = device.protocol_state.planner
+        for bits, what in ((False, "max_registers"), (True, "max_bits")):
+            if bits in planner.lessons.longest:
+                entry = {"value": planner.lessons.longest[bits], "profile": device.resolved.profile.name}
+                if why is not None or what not in device.learned:
+                    entry["why"] = why or "learned before the device restarted"
+                else:
+                    entry["why"] = device.learned[what]["why"]
+                device.learned[what] = entry
+        if planner.splits:
+            device.learned["no_merge_across"] = {t.value: list(a) for t, a in planner.splits.items()}
 
     def decode(self, device: PolledDevice, request: Any, answer: Any) -> None:
         """Store the values carried by one answer (register bytes or packed bits)."""
