@@ -386,6 +386,28 @@ async def test_a_dead_device_does_not_teach_shorter_reads(harness: Make) -> None
     assert _longest(device) == longest and "learned" not in device.health.to_json()
 
 
+async def test_a_wrong_byte_order_is_implausible_not_a_value(harness: Make, tmp_path: Path) -> None:
+    """The classic: floats read in the wrong byte order publish 2e23 V as a value (field trial, integrator 10)."""
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    shipped = (Path(__file__).resolve().parent.parent / "device_profiles" / "eastron-sdm120.yaml").read_text()
+    (profiles / "sdm120-swapped.yaml").write_text(
+        shipped.replace("name: eastron-sdm120", "name: sdm120-swapped").replace("byte_order: ABCD", "byte_order: BADC")
+    )
+    scenario = one(TCP, profile="eastron-sdm120", behaviour="static")
+    scenario["profile_dirs"] = [str(profiles)]
+    h = await harness(scenario, dut={"profile": "sdm120-swapped"})
+    device = h.engine.devices["dut"]
+    await h.until(lambda: (u := h.latest("dut")) is not None and "voltage" in u.errors, what="voltage refused")
+    update = h.latest("dut")
+    assert update is not None
+    assert update.errors["voltage"] == update.errors["frequency"] == "implausible"
+    assert "voltage" not in update.values and "frequency" not in update.values
+    assert "current" in update.values  # points without a plausible range publish whatever they read
+    assert h.state("dut") == "degraded" and device.health.reason == "implausible"
+    assert device.health.to_json()["implausible"] >= 2
+
+
 async def test_apply_restarts_only_what_changed(harness: Make) -> None:
     h = await harness(
         {

@@ -148,3 +148,15 @@ async def test_a_node_back_from_an_outage_is_not_shown_with_its_old_health(rig: 
     await w.send("nodes/pole-1/health", {"buffered": 22, "mqtt_reconnects": 1, "uptime_s": 40})
     fresh = await w.wait_for(lambda s: s.topic == f"{BASE}/pole-1/health" and s.json()["node"], since=since)
     assert fresh.json()["node"]["mqtt_reconnects"] == 1
+
+
+async def test_a_node_reading_outside_its_plausible_range_is_an_error(rig: tuple[Watcher, Gateway]) -> None:
+    """A BME280 that reads 300 °C is broken: an error for that point, not a temperature (field trial, 10)."""
+    w, gateway = rig
+    await w.topic(f"{BASE}/status")
+    await _report(w, "pole-1", {"lux": 88.0, "temp": 300.0, "rh": 45.0})
+    state = (await w.wait_for(lambda s: s.topic == f"{BASE}/pole-1/state")).json()
+    assert state["values"] == {"illuminance": 88.0, "humidity": 45.0}
+    assert state["errors"] == {"temperature": "implausible"}
+    device = gateway.store.get("pole-1")
+    assert device is not None and device.health.to_json()["implausible"] == 1

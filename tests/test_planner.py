@@ -29,6 +29,7 @@ def _point(name: str, table: Table, address: int, registers: int, dtype: DataTyp
         unit=None,
         min=None,
         max=None,
+        plausible=None,
         scale=None,
         offset=None,
         decimals=None,

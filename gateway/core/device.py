@@ -57,6 +57,7 @@ class Device:
         self.timeout = config.timeout or link_timeout
         self.pause = 0.0  # silence after each request (the driver sets it from the profile)
         self.points = {p.name: p for p in resolved.points}
+        self.screened = [p for p in resolved.points if p.plausible is not None and p.access.readable]
         self.health = DeviceHealth(
             config.poll, offline_after=config.offline_after, max_backoff=config.max_backoff, rng=random.Random(self.id)
         )
@@ -130,6 +131,18 @@ class Device:
         for name in names:
             self.values.pop(name, None)
             self.errors[name] = reason
+
+    def screen(self) -> int:
+        """Readings outside their plausible range become errors ('implausible'); how many were found now."""
+        found = 0
+        for p in self.screened:
+            value = self.values.get(p.name)
+            if value is not None and p.implausible(value):
+                del self.values[p.name]
+                self.errors[p.name] = "implausible"
+                found += 1
+        self.health.implausible += found
+        return found
 
     def clear_all(self, reason: str) -> None:
         self.fail((name for name, p in self.points.items() if p.access.readable), reason)

@@ -74,6 +74,7 @@ class DeviceHealth:
         self.failed_cycles = 0
         self.overruns = 0  # poll slots skipped because the link was too busy (the link counts reconnects)
         self.known = False  # no cycle has finished yet
+        self.implausible = 0  # readings outside their point's plausible range, published as errors instead
         self.learned: dict[str, Any] = {}  # what its protocol's driver learned about it (e.g. read limits)
 
     def cycle_done(self, *, ok: bool, partial: bool, reason: str = "") -> bool:
@@ -121,6 +122,7 @@ class DeviceHealth:
             "cycles": self.cycles,
             "failed_cycles": self.failed_cycles,
             "overruns": self.overruns,
+            "implausible": self.implausible,
             **self.counters.to_json(),
             **({"learned": self.learned} if self.learned else {}),
         }

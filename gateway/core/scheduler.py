@@ -279,6 +279,8 @@ class LinkScheduler:
             group.next_due = asyncio.get_running_loop().time()
             await self._cycle(device, group)
             return
+        if device.screened and device.screen() and not partial_reason:
+            partial_reason = "implausible"
         reason = partial_reason
         ts = device.timestamp()
         if failure is not None:

@@ -35,6 +35,7 @@ class PointSpec:
     unit: str | None
     min: float | None
     max: float | None
+    plausible: tuple[float, float] | None  # readings outside are errors ('implausible'), not values
     scale: float | None
     offset: float | None
     decimals: int | None
@@ -52,6 +53,12 @@ class PointSpec:
     @property
     def sbo(self) -> bool:
         return self.control == "sbo"
+
+    def implausible(self, value: Value) -> bool:
+        """A reading outside the profile's plausible range (never for points without one, nor non-numbers)."""
+        if self.plausible is None or isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return not self.plausible[0] <= value <= self.plausible[1]
 
     def check_write(self, value: Value) -> None:
         """Raise PointValueError when the protocol cannot carry `value` (a register's range, say)."""
@@ -219,6 +226,7 @@ def _build_point(
         unit=f.get("unit"),
         min=f.get("min"),
         max=f.get("max"),
+        plausible=tuple(f["plausible"]) if f.get("plausible") is not None else None,
         scale=f.get("scale"),
         offset=f.get("offset"),
         decimals=f.get("decimals"),
@@ -246,6 +254,12 @@ def _neutral_checks(dtype: DataType, access: Access, f: dict[str, Any], bad: Any
     lo, hi = f.get("min"), f.get("max")
     if lo is not None and hi is not None and lo > hi:
         bad("min", f"min {lo} is greater than max {hi}")
+    plausible = f.get("plausible")
+    if plausible is not None:
+        if dtype not in NUMERIC_TYPES:
+            bad("plausible", f"a plausible range applies to numeric types only, not {dtype.value}")
+        elif plausible[0] >= plausible[1]:
+            bad("plausible", f"plausible is [low, high] with low below high, got [{plausible[0]}, {plausible[1]}]")
     if access.writable and (dtype in NUMERIC_TYPES or dtype is DataType.BITFIELD) and (lo is None or hi is None):
         bad("access", f"writable point needs min and max (access is {access.value})")
     if f.get("control") == "sbo" and not access.writable:

@@ -61,6 +61,11 @@ class PointFields(Strict):
     access: Access | None = Field(None, description="r (default), rw or w")
     min: Limit | None = Field(None, description="lowest value a write may set")
     max: Limit | None = Field(None, description="highest value a write may set")
+    plausible: tuple[Limit, Limit] | None = Field(
+        None,
+        description="[low, high]: a reading outside is an error 'implausible', not a value "
+        "(a wrong byte order, a broken sensor)",
+    )
     device_class: str | None = Field(None, description="Home Assistant device class hint, e.g. voltage, energy")
     state_class: Literal["measurement", "measurement_angle", "total", "total_increasing"] | None = Field(
         None, description="Home Assistant state class: measurement, total, total_increasing, measurement_angle"

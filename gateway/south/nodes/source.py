@@ -57,6 +57,7 @@ class NodeHealth:
     reason: str | None = None
     rejected: int = 0
     gaps: int = 0
+    implausible: int = 0  # readings outside their point's plausible range, published as errors instead
     report: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -73,6 +74,7 @@ class NodeHealth:
             "reason": self.reason,
             "rejected_messages": self.rejected,
             "sequence_gaps": self.gaps,
+            "implausible": self.implausible,
             "node": self.report,
         }
 
@@ -242,6 +244,7 @@ class NodeSource:
             raise InputError("bad_telemetry", "seq must be a non-negative integer")
         errors_in = data.get("errors")
         values, errors = _readings(device.resolved, values_in, errors_in if isinstance(errors_in, dict) else {})
+        device.health.implausible += sum(1 for e in errors.values() if e == "implausible")
         if seq is not None:
             if device.last_seq is not None and seq > device.last_seq + 1:
                 device.health.gaps += seq - device.last_seq - 1
@@ -344,7 +347,7 @@ def _readings(
         key = _key(p)
         if key in values_in:
             value = values_in[key]
-            problem = _misfit(p.dtype, value)
+            problem = _misfit(p.dtype, value) or ("implausible" if p.implausible(value) else None)
             if problem is None:
                 values[p.name] = value
             else:
