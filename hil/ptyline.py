@@ -19,6 +19,8 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.south.modbus.wire import char_time, read_time, t35
+
 
 def raw_port(link: Path | None = None) -> tuple[int, int]:
     """A pseudo-terminal in raw mode (bytes pass unchanged, no echo, no signals), as (master, slave).
@@ -33,20 +35,9 @@ def raw_port(link: Path | None = None) -> tuple[int, int]:
     return master, slave
 
 
-def char_time(baudrate: int, parity: str = "N", stopbits: int = 1) -> float:
-    """Seconds per character: start bit, 8 data bits, parity bit if any, stop bits."""
-    bits = 1 + 8 + (0 if parity == "N" else 1) + stopbits
-    return bits / baudrate
-
-
-def t35(baudrate: int, parity: str = "N", stopbits: int = 1) -> float:
-    """Modbus RTU inter-frame silence: 3.5 characters, fixed at 1.75 ms above 19200 baud."""
-    return 0.00175 if baudrate > 19200 else 3.5 * char_time(baudrate, parity, stopbits)
-
-
 def transaction_time(registers: int, baudrate: int, parity: str = "E", stopbits: int = 1, device: float = 0.0) -> float:
     """Wire time of one FC03/04 read of `registers` registers: (13 + 2N) characters and two t3.5 silences."""
-    return (13 + 2 * registers) * char_time(baudrate, parity, stopbits) + 2 * t35(baudrate, parity, stopbits) + device
+    return read_time(registers, False, baudrate, parity, stopbits) + device
 
 
 @dataclass

@@ -32,9 +32,10 @@ async def test_plan_of_the_shipped_example() -> None:
     code, out, _ = await cityedge("plan", "-c", "examples/cabinet-17.yaml")
     assert code == 0
     assert "    1  04  input  0      18     voltage_l1 voltage_l2 voltage_l3 current_l1 ... (9 points)" in out
+    assert out.splitlines()[-1].startswith("  rs485-1: the bus is busy ")
     assert "  3 requests per cycle for 17 points (one request per point would be 17)" in out
     code, out, _ = await cityedge("plan", "-c", "examples/cabinet-17.yaml", "--device", "feeder-relay", "--json")
-    (relay,) = json.loads(out)
+    (relay,) = json.loads(out)["devices"]
     assert relay["requests"] == 1 and relay["points"] == 14  # the write-only breaker command is not polled
     assert relay["groups"][0]["requests"][0] == {
         "unit": 3,
@@ -235,3 +236,35 @@ async def test_a_timeout_over_tcp_suggests_rtu_over_tcp_when_that_answers(site_f
     assert code == 0 and "hint" not in err
     code, _, err = await cityedge(*read, "--tcp", converter, "--unit", "9")  # nobody at 9 either way: no hint
     assert code == 1 and "hint" not in err
+
+
+async def test_plan_shows_bus_time_and_warns_when_a_line_cannot_keep_up(tmp_path: Path) -> None:
+    """Field trial, integrator 11: the read-plan page's formula, done by `plan` for every serial line."""
+    config = tmp_path / "site.yaml"
+    meters = "".join(
+        f"  - {{id: m{i}, profile: eastron-sdm630, link: slow, unit: {i}, poll: 1s}}\n" for i in range(1, 7)
+    )
+    config.write_text(
+        "gateway: {id: t}\nlinks:\n"
+        "  - {id: slow, type: modbus-rtu, device: /dev/ttyUSB0, baudrate: 2400, parity: N}\n"
+        "  - {id: net, type: modbus-tcp, host: 127.0.0.1}\n"
+        f"devices:\n{meters}  - {{id: far, profile: eastron-sdm630, link: net, unit: 1}}\n"
+    )
+    code, out, err = await cityedge("plan", "-c", str(config), "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    m1 = next(d for d in plan["devices"] if d["device"] == "m1")
+    counts = [r["count"] for r in m1["groups"][0]["requests"]]
+    char, silence = 10 / 2400, 3.5 * 10 / 2400  # 8N1 at 2400 baud; t3.5 is 3.5 characters below 19200
+    expected = sum((13 + 2 * n) * char + 2 * silence for n in counts)
+    assert m1["groups"][0]["bus_time_s"] == pytest.approx(expected, rel=1e-6)
+    assert "bus_time_s" not in next(d for d in plan["devices"] if d["device"] == "far")["groups"][0]  # TCP
+    assert plan["links"]["slow"]["bus_busy"] == pytest.approx(6 * expected, rel=1e-4) and "net" not in plan["links"]
+    assert 6 * expected > 1 and len(plan["warnings"]) == 1
+    assert plan["warnings"][0].startswith("link slow (modbus-rtu /dev/ttyUSB0 2400 8N1) needs")
+    code, out, _ = await cityedge("plan", "-c", str(config))
+    assert f"{1000 * expected:.1f} ms of bus time" in out
+    assert "warning: link slow" in out and "cannot all be polled at their intervals" in out
+    config.write_text(config.read_text().replace("poll: 1s", "poll: 10s"))
+    code, out, _ = await cityedge("plan", "-c", str(config), "--json")
+    assert json.loads(out)["warnings"] == []

@@ -239,6 +239,10 @@ class LinkDriver:
         """One planned request for `cityedge plan --json`; it lists the `points` it carries."""
         return {"points": list(request.point_names)}
 
+    def wire_time(self, link: Any, device: PolledDevice, request: Any) -> float | None:
+        """Seconds one request holds the link (on a shared bus: the bus), or None where that is not known."""
+        return None
+
     def plan_columns(self) -> tuple[str, ...]:
         """The keys of describe_request that `cityedge plan` shows as columns (before the points)."""
         return ()

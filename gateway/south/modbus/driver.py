@@ -46,6 +46,7 @@ from gateway.south.modbus.profile import (
     point_issues,
 )
 from gateway.south.modbus.transport import Transport, make_transport
+from gateway.south.modbus.wire import read_time
 
 ILLEGAL_DATA_ADDRESS = 2
 ILLEGAL_DATA_VALUE = 3  # what many meters answer to a read longer than they take
@@ -239,6 +240,13 @@ class ModbusDriver(ProfileProtocol, LinkDriver):
             "count": request.count,
             "points": list(request.point_names),
         }
+
+    def wire_time(self, link: Any, device: PolledDevice, request: Any) -> float | None:
+        """On a serial bus: the read's characters and silences, and the pause the device needs after it."""
+        if not isinstance(link, ModbusRtuLink) or not isinstance(request, ReadRequest):
+            return None
+        wire = read_time(request.count, request.table.is_bits, link.baudrate, link.parity, link.stopbits, link.bytesize)
+        return wire + float(getattr(device, "pause", 0.0))
 
     def plan_columns(self) -> tuple[str, ...]:
         return ("function", "table", "start", "count")

@@ -23,6 +23,7 @@ from gateway.south.modbus.errors import ConnectionFailed, FrameError, Transactio
 from gateway.south.modbus.framing import Found, MbapFramer, RtuFramer, final_error
 from gateway.south.modbus.links import ModbusRtuLink, ModbusRtuTcpLink, ModbusTcpLink
 from gateway.south.modbus.pdu import normal_response_length
+from gateway.south.modbus.wire import char_time, t35
 
 log = logging.getLogger("cityedge.modbus")
 Framer = RtuFramer | MbapFramer
@@ -197,9 +198,8 @@ class SerialTransport(Transport):
         super().__init__(RtuFramer(), link.id)
         self.link = link
         self.port: serial.Serial | None = None
-        bits = 1 + link.bytesize + (0 if link.parity == "N" else 1) + link.stopbits
-        self.char_time = bits / link.baudrate
-        self.t35 = 0.00175 if link.baudrate > 19200 else 3.5 * self.char_time
+        self.char_time = char_time(link.baudrate, link.parity, link.stopbits, link.bytesize)
+        self.t35 = t35(link.baudrate, link.parity, link.stopbits, link.bytesize)
         self.settle = max(4 * self.t35, 0.005)
         self.parity_ignored = False
 
