@@ -72,6 +72,11 @@ class MqttSettings(Strict):
     retain_state: bool = Field(False, description="publish device state retained")
     failover: list[str] = Field(default_factory=list, description="further brokers as host:port, tried in order")
     node_prefix: str = Field("nodes", description="topic level the ESP32 nodes publish under (their `topic` setting)")
+    node_grace: Annotated[Duration, Seconds(0, 3600)] = Field(
+        90.0,
+        description="after the gateway's connection to the broker (re)starts, how long nodes have to come back "
+        "before one that went offline (its Will) is reported offline: no false alarms on broker restarts",
+    )
 
     password: None = Field(None, description="not allowed: use password_env or password_file")
 

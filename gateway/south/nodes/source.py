@@ -18,6 +18,7 @@ this source's transport, as a serial port is a Modbus link's.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import Mapping
@@ -47,6 +48,9 @@ EARLIEST_TS = 946_684_800_000  # 2000-01-01: an ESP32 that has not learnt the ti
 FUTURE_MS = 86_400_000  # a node clock a day ahead of ours is wrong, not early
 KINDS = ("telemetry", "status", "health", "info")
 NUMBER_ERRORS = ("not_a_number", "infinite", "too_large")
+
+
+WILL_SETTLE = 1.5  # seconds a Will waits: long enough to see whether the broker is going down with it
 
 
 @dataclass
@@ -96,6 +100,8 @@ class NodeDevice:
         self.info: dict[str, Any] = {}
         self.last_seen = 0.0
         self.last_seq: int | None = None
+        self.held: asyncio.TimerHandle | None = None  # an offline held back while nodes reconnect
+        self.held_session = 0  # the gateway's session count when it was held
 
     def point_ts(self, name: str) -> int | None:
         return self.ts if name in self.values or name in self.errors else None
@@ -129,6 +135,8 @@ class NodeSource:
         self.garbage = 0
         self.unknown: set[str] = set()
         self.pending: dict[str, tuple[str, asyncio.Future[dict[str, Any]]]] = {}
+        self.connected_at = -math.inf  # when the gateway's session to the broker last came back (not: first began)
+        self.sessions = 0
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -137,13 +145,15 @@ class NodeSource:
         for kind in KINDS:
             self.mqtt.handle(f"{self.prefix}/+/{kind}", self.on_message, limit=NODE_WAITING)
         self.mqtt.handle(f"{self.prefix}/+/cmd/result", self.on_result, limit=NODE_WAITING)
-        self.mqtt.on_connect(self._publish_time)
+        self.mqtt.on_connect(self._connected)
         self.store.section("nodes", self.status)
         self._load(self.loaded)
         self.supervisor.spawn("nodes-watch", self._watch)
 
     async def stop(self) -> None:
         await self.supervisor.cancel("nodes-watch")
+        for device in self.nodes.values():
+            self._release(device)
         for node_id in self.nodes:
             self.store.remove(node_id)
 
@@ -170,10 +180,59 @@ class NodeSource:
 
     def _periodic(self) -> None:
         now = time.monotonic()
+        if not self.mqtt.connected.is_set() or now - self.connected_at < self._grace():
+            return  # silence while the gateway itself was away (or just back) says nothing about the nodes
         for device in self.nodes.values():
-            if device.health.online and now - device.last_seen > device.stale_after:
+            if device.health.online and now - max(device.last_seen, self.connected_at) > device.stale_after:
                 self._set_online(device, False, "stale")
         self._publish_time()
+
+    def _connected(self) -> None:
+        self.sessions += 1
+        if self.sessions > 1:  # back after the broker (or the way to it) was away: so are the nodes, soon
+            self.connected_at = time.monotonic()
+            for device in self.nodes.values():
+                if device.held is not None:  # Wills the broker sent as it went down: wait for the nodes
+                    self._hold(device, self._grace())
+        self._publish_time()
+
+    def _grace(self) -> float:
+        return self.loaded.config.mqtt.node_grace
+
+    def _went_offline(self, device: NodeDevice) -> None:
+        """A node's Will. A broker that goes down sends every client's Will just before it drops the gateway,
+        and after a restart the retained ones come again: so a Will is held for a moment, and for the grace
+        after the gateway's session comes back; a node that reconnects meanwhile was never away."""
+        if device.held is not None:
+            return
+        if device.health.online is not True or self._grace() == 0:
+            self._set_online(device, False, "will")
+            return
+        left = self.connected_at + self._grace() - time.monotonic()
+        self._hold(device, max(left, WILL_SETTLE))
+
+    def _hold(self, device: NodeDevice, seconds: float) -> None:
+        self._release(device)
+        device.held_session = self.sessions
+        device.held = asyncio.get_running_loop().call_later(seconds, self._grace_over, device)
+
+    def _grace_over(self, device: NodeDevice) -> None:
+        device.held = None
+        if self.nodes.get(device.id) is not device:
+            return
+        if not self.mqtt.connected.is_set():
+            device.held = asyncio.get_running_loop().call_later(WILL_SETTLE, self._grace_over, device)
+            return  # the gateway is away too: decide once it is back (_connected holds it for the grace)
+        left = self.connected_at + self._grace() - time.monotonic()
+        if device.held_session != self.sessions and left > 0:
+            self._hold(device, left)  # the session changed since the Will: the nodes get their grace
+            return
+        self._set_online(device, False, "will")
+
+    def _release(self, device: NodeDevice) -> None:
+        if device.held is not None:
+            device.held.cancel()
+            device.held = None
 
     def _publish_time(self) -> None:
         self.mqtt.publish(f"{self.prefix}/time", {"ts": int(time.time() * 1000)}, Kind.CONTROL, retain=True, qos=0)
@@ -206,11 +265,17 @@ class NodeSource:
         if kind == "status":
             if raw not in (b"online", b"offline"):
                 raise InputError("bad_status", "status is online or offline")
-            if raw == b"online" and device.health.online is not True:
+            if raw == b"offline":
+                self._went_offline(device)
+                return
+            if device.held is not None:  # back within the grace: it was never reported away
+                self._release(device)
+                return
+            if device.health.online is not True:
                 # A new session: the node reports its health right after this; until then its report from
                 # before the outage (buffer, reconnects) would be republished as if it were current.
                 device.health.report = {}
-            self._set_online(device, raw == b"online", "will" if raw == b"offline" else None)
+            self._set_online(device, True, None)
             return
         data = parse_json(raw, max_bytes=MAX_NODE_PAYLOAD)
         if not isinstance(data, dict):
@@ -223,6 +288,7 @@ class NodeSource:
         elif kind == "info":
             device.info = self._free_form(device.id, kind, data)
         device.last_seen = time.monotonic()
+        self._release(device)  # it speaks: whatever its Will said, it is here
         if device.health.online is not True:
             self._set_online(device, True, None)
 
