@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
+import shlex
 import signal
 import sys
 import uuid
@@ -19,6 +21,16 @@ from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "cityedge/demo-block"
+
+
+async def _shell(line: str) -> str:
+    """One command line as a user would paste it from the banner; its standard output."""
+    proc = await asyncio.create_subprocess_exec(
+        *shlex.split(line), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
 
 
 def _processes_tagged(tag: str) -> list[int]:
@@ -87,11 +99,17 @@ async def test_demo_with_faults() -> None:
         )
         refused = await w.command(BASE, "feeder-relay", {"values": {"breaker_command": "open"}})
         assert refused["error"]["code"] == "select_required"
-        selected = await w.command(BASE, "feeder-relay", {"select": {"breaker_command": "open"}})
-        opened = await w.command(
-            BASE, "feeder-relay", {"values": {"breaker_command": "open"}, "token": selected["token"]}
+        # The two steps exactly as the banner prints them, with mosquitto_rr (an MQTT 5 client not ours).
+        select_line, operate_line = [line.strip() for line in banner.splitlines() if "mosquitto_rr" in line]
+        since = len(w.seen)
+        selected = json.loads(await _shell(select_line))
+        assert selected["status"] == "ok" and len(selected["token"]) == 16
+        opened = json.loads(await _shell(operate_line.replace("TOKEN", selected["token"])))
+        assert opened["status"] == "ok" and opened["values"] == {"breaker_command": "open"}
+        audit = await w.wait_for(
+            lambda s: s.topic == f"{BASE}/feeder-relay/event" and s.json().get("selected") is not None, since=since
         )
-        assert opened["status"] == "ok"
+        assert audit.json()["selected"]["token"] == selected["token"]  # for an operator who missed the answer
         await w.wait_for(
             lambda s: s.topic == f"{BASE}/feeder-relay/state" and s.json()["values"]["breaker_open"],
             timeout=10,

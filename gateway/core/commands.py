@@ -199,6 +199,7 @@ class CommandService:
                 select=command.select if isinstance(command.select, Mapping) else None,
                 error=body.get("error"),
                 sender=command.sender or None,
+                selected=_selected(command, body),
             )
         )
 
@@ -290,3 +291,11 @@ class CommandService:
             raise CommandError(
                 "select_expired", f"the selection was for {selection.point}={selection.value!r}; it is cancelled", name
             )
+
+
+def _selected(command: Command, body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A selection that was made, as the audit record tells it: so an operator who missed the answer sees it."""
+    if "token" not in body or not isinstance(command.select, Mapping):
+        return None
+    (point,) = command.select
+    return {"point": point, "token": body["token"], "expires_ms": body["expires_ms"]}

@@ -96,6 +96,7 @@ class CommandAudited(Notable):
     select: Mapping[str, Any] | None = None
     error: Mapping[str, Any] | None = None
     sender: Mapping[str, Any] | None = None
+    selected: Mapping[str, Any] | None = None  # a selection made: its point, token and lifetime
 
     def to_json(self) -> dict[str, Any]:
         out = Notable.to_json(self)

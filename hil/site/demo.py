@@ -132,18 +132,22 @@ class View:
 
 
 def banner(base: str, host: str, port: int, password: str, out: TextIO) -> None:
-    pub = f"mosquitto_pub -h {host} -p {port} -u {USER} -P {password}"
+    login = f"-h {host} -p {port} -u {USER} -P {password}"
     dim = '{"transaction":"d1","values":{"group_1_arc_power":30}}'
     select = '{"transaction":"s1","select":{"breaker_command":"open"}}'
     operate = '{"transaction":"o1","values":{"breaker_command":"open"},"token":"TOKEN"}'
+    # mosquitto_rr sends with an MQTT 5 response topic and prints the one answer: the token comes back to
+    # whoever asked, and only that response topic may operate the selection.
+    rr = f"mosquitto_rr {login} -t {base}/feeder-relay/set -e replies/{USER}/breaker"
     lines = [
         "CityEdge demo: a city block on loopback (Ctrl-C stops everything)",
         f"  broker     {host}:{port}  user {USER}  password {password}",
-        f"  watch      mosquitto_sub -h {host} -p {port} -u {USER} -P {password} -t '{base}/#' -v",
-        f"  dim        {pub} -t {base}/lamps/set -m '{dim}'",
-        f"  breaker    1. {pub} -t {base}/feeder-relay/set -m '{select}'",
-        f"             2. read the token on {base}/feeder-relay/set/result, then within 10 s:",
-        f"                {pub} -t {base}/feeder-relay/set -m '{operate}'",
+        f"  watch      mosquitto_sub {login} -t '{base}/#' -v",
+        f"  dim        mosquitto_pub {login} -t {base}/lamps/set -m '{dim}'",
+        "  breaker    select (it answers a token), then operate with that token within 10 s:",
+        f"             {rr} -m '{select}'",
+        f"             {rr} -m '{operate}'",
+        f"             both steps are also on {base}/feeder-relay/event",
         "  docs       docs/operator/mqtt-topics.md, docs/operator/send-commands.md",
         "",
     ]

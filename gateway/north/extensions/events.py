@@ -1,4 +1,8 @@
-"""`<base>/event`: alarms, command audit records and notable events, one JSON object each."""
+"""`<base>/event`: alarms, command audit records and notable events, one JSON object each.
+
+An event about one configured device is also on `<base>/<device>/event`, so whoever follows a
+device (a breaker being selected and operated, say) can subscribe to it alone.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ class EventPublisher(Extension):
 
     def on_event(self, event: Notable) -> None:
         ts = int(time.time() * 1000)
-        self.mqtt.publish(
-            f"{self.ctx.base}/event", {"ts": ts, "kind": event.kind, **event.to_json()}, Kind.EVENT, ts=ts
-        )
+        body = {"ts": ts, "kind": event.kind, **event.to_json()}
+        self.mqtt.publish(f"{self.ctx.base}/event", body, Kind.EVENT, ts=ts)
+        device = getattr(event, "device", None)
+        if isinstance(device, str) and self.ctx.store.get(device) is not None:
+            self.mqtt.publish(f"{self.ctx.base}/{device}/event", body, Kind.EVENT, ts=ts)
