@@ -1,0 +1,74 @@
+"""`cityedge status`: a running gateway at a glance over MQTT, for an operator without a dashboard."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from hil.broker import ClosedPort, MosquittoBroker
+from tests.mqtt_harness import Watcher, plain_config, start_gateway
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def status(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "status", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+async def test_status_lists_devices_by_state_with_the_reason_of_each_that_is_not_online(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    with ClosedPort() as nobody:
+        path = plain_config(
+            tmp_path / "gw.yaml",
+            mosquitto,
+            links=[{"id": "net", "type": "modbus-tcp", "host": "127.0.0.1", "port": nobody.port, "timeout": 0.2}],
+            devices=[{"id": "meter", "profile": "eastron-sdm120", "link": "net", "unit": 1, "poll": 0.3}],
+            nodes=[{"id": "pole-1"}],
+        )
+        watcher = Watcher(mosquitto)
+        await watcher.start()
+        gateway = await start_gateway(path)
+        try:
+            await watcher.send("nodes/pole-1/status", b"online", retain=True)
+            await watcher.wait_for(lambda s: s.topic == "cityedge/hard/pole-1/availability" and s.payload == b"online")
+            await watcher.wait_for(lambda s: s.topic == "cityedge/hard/meter/health" and s.json()["state"] == "offline")
+            await watcher.wait_for(lambda s: s.topic == "cityedge/hard/health")
+            shown = status("-c", str(path))
+            assert shown.returncode == 0, shown.stderr
+            lines = shown.stdout.splitlines()
+            assert lines[0].startswith("cityedge/hard: online, up ")
+            assert "  devices  1 online, 1 offline" in lines
+            meter = next(line for line in lines if line.strip().startswith("meter"))
+            assert ("offline" in meter and "connection refused" in meter.lower()) or "refused" in meter
+            assert any(line.startswith("  outbox   ") and "dropped" in line for line in lines)
+            data = json.loads(status("-c", str(path), "--json").stdout)
+            assert data["state"] == "online" and data["devices"] == {"online": 1, "offline": 1}
+            assert [(d["id"], d["state"]) for d in data["attention"]] == [("meter", "offline")]
+            # Without the configuration, from a laptop: broker and base topic as options.
+            bare = status("--broker", f"{mosquitto.host}:{mosquitto.port}", "--base", "cityedge/hard", "--json")
+            assert json.loads(bare.stdout)["devices"] == data["devices"]
+        finally:
+            await gateway.stop()
+            await watcher.stop()
+    stopped = status("-c", str(path))  # the clean stop left {"state": "offline"} retained
+    assert stopped.returncode == 1 and stopped.stdout.startswith("cityedge/hard: offline")
+
+
+def test_status_without_a_gateway_or_a_broker(mosquitto: MosquittoBroker) -> None:
+    silent = status("--broker", f"{mosquitto.host}:{mosquitto.port}", "--base", "cityedge/nobody", "--timeout", "1")
+    assert silent.returncode == 1 and "nothing heard from a gateway under cityedge/nobody" in silent.stdout
+    with ClosedPort() as closed:
+        unreachable = status("--broker", f"127.0.0.1:{closed.port}", "--base", "cityedge/x", "--timeout", "1")
+    assert unreachable.returncode == 1 and f"cannot reach the broker at 127.0.0.1:{closed.port}" in unreachable.stdout
+    usage = status("--base", "cityedge/x")
+    assert usage.returncode == 2 and "status needs -c FILE" in usage.stderr
