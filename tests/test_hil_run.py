@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,14 @@ async def test_scenario_with_a_real_device_in_the_loop(site_factory: SiteFactory
     assert code == 0, out
     assert "result: 4 passed, 0 failed" in out
     assert "PASS  relay breaker_closed = True between 1s and 9s" in out
+    # Progress as it happened, in time order, before the report: the steps, then each verdict as its window closed.
+    progress = [line for line in out.splitlines() if line.startswith("t=")]
+    parsed = [re.match(r"t=\s*([\d.]+)s\s+(\w+)\s", line) for line in progress]
+    assert sorted(m.group(2) for m in parsed if m) == ["PASS"] * 4 + ["step"] * 2
+    fault = next(line for line in progress if "fault=" in line)
+    assert "device=meter fault={'timeout': True}" in fault and fault.startswith("t=  3.0s")
+    times = [float(m.group(1)) for m in parsed if m]
+    assert times == sorted(times) and out.index(progress[-1]) < out.index("result: 4 passed")
     assert bench.devices["real-relay"].stats.reads > 5  # the gateway really polled the "hardware"
 
 

@@ -20,7 +20,7 @@ import pytest
 from gateway.technician import NodeToolError
 from gateway.technician.deploy import FIRMWARE, build, deploy, mpy_cross_binary, mpy_cross_command
 from gateway.technician.serial_board import Board, BoardInfo
-from hil.broker import MosquittoBroker
+from hil.broker import ClosedPort, MosquittoBroker
 from hil.fixtures import BoardFactory, BoardProcess
 from hil.ptyline import raw_port
 from tests.cli_harness import CITYEDGE, cityedge
@@ -51,7 +51,7 @@ def inventory(tmp_path: Path, broker: str, **node: object) -> Path:
 def setup_node(board: BoardProcess, nodes: Path, *extra: str, timeout: str = "60") -> subprocess.CompletedProcess[str]:
     """`cityedge node setup` of pole-17-a from the inventory, with the secrets in the environment."""
     return cityedge("node", "setup", "--port", board.port, "--id", "pole-17-a", "--inventory", str(nodes),
-                    "--timeout", timeout, *extra, env=SECRETS)  # fmt: skip
+                    "--check-for", timeout, *extra, env=SECRETS)  # fmt: skip
 
 
 def flash_hashes(board: BoardProcess) -> dict[str, str]:
@@ -108,7 +108,7 @@ def test_a_blank_board_is_flashed_and_passes(
     from tests.firmware_images import combined_image
 
     board = board_factory(network=broker.address, blank=True)
-    before = cityedge("node", "deploy", "--port", board.port, "--wait", "2")
+    before = cityedge("node", "deploy", "--port", board.port, "--timeout", "2")
     assert before.returncode == 1 and "does not answer as MicroPython" in before.stderr
     assert "invalid header: 0xffffffff" in board.console()
 
@@ -219,7 +219,7 @@ def test_a_port_without_micropython_is_explained(tmp_path: Path) -> None:
     link = tmp_path / "ttyACM0"
     master, slave = raw_port(link)
     try:
-        result = cityedge("node", "deploy", "--port", str(link), "--wait", "1")
+        result = cityedge("node", "deploy", "--port", str(link), "--timeout", "1")
     finally:
         os.close(master)
         os.close(slave)
@@ -429,8 +429,8 @@ def test_monitor_shows_a_node_and_the_serial_console(
     nodes = inventory(tmp_path, broker.address)
     setup = setup_node(board, nodes)
     assert setup.returncode == 0, setup.stdout
-    watched = cityedge("node", "monitor", "--id", "pole-17-a", "--broker", broker.address, "--username", "tech",
-                       "--password-env", "TECH_PW", "--duration", "8", env={"TECH_PW": "tech-pw"})  # fmt: skip
+    watched = cityedge("node", "monitor", "--id", "pole-17-a", "--broker", broker.address, "--broker-user", "tech",
+                       "--broker-password-env", "TECH_PW", "--duration", "8", env={"TECH_PW": "tech-pw"})  # fmt: skip
     assert watched.returncode == 0, watched.stderr
     assert "status   online (retained)" in watched.stdout
     assert "reading  #" in watched.stdout and "lux 333.3" in watched.stdout  # a reading every 5 s
@@ -443,8 +443,20 @@ def test_monitor_shows_a_node_and_the_serial_console(
     assert console.returncode == 0
     assert "rst:0x1 (POWERON_RESET)" in out  # the boot as the technician would see it on the cable
 
-    wrong = cityedge("node", "monitor", "--id", "pole-17-a", "--broker", broker.address, "--duration", "3")
-    assert wrong.returncode == 1 and f"Cannot reach the broker at {broker.address}" in wrong.stderr
+    anonymous = cityedge("node", "monitor", "--id", "pole-17-a", "--broker", broker.address, "--duration", "3")
+    assert anonymous.returncode == 1
+    assert f"The broker at {broker.address} refused an anonymous login (your login)" in anonymous.stderr
+    wrong = cityedge("node", "monitor", "--id", "pole-17-a", "--broker", broker.address, "--broker-user", "tech",
+                     "--broker-password-env", "TECH_PW", "--duration", "3", env={"TECH_PW": "not-it"})  # fmt: skip
+    assert wrong.returncode == 1 and "refused user 'tech' (your login): check the user and its password" in (
+        wrong.stderr
+    )
+    assert "Cannot reach" not in wrong.stderr and "not-it" not in wrong.stderr  # a login problem, no secret shown
+    with ClosedPort() as closed:
+        away = cityedge(
+            "node", "monitor", "--id", "pole-17-a", "--broker", f"127.0.0.1:{closed.port}", "--duration", "3"
+        )
+    assert away.returncode == 1 and f"Cannot reach the broker at 127.0.0.1:{closed.port}" in away.stderr
 
 
 # -- the technician's page --------------------------------------------------------------------------------------

@@ -15,6 +15,32 @@ from gateway.common.problems import ConfigError
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
+class DefaultsShown(argparse.HelpFormatter):
+    """Every option's help ends with its default, when it has one worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and text != argparse.SUPPRESS
+            and "default" not in text
+            and default not in (None, False, [], argparse.SUPPRESS)
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parser and every subcommand's, depth first."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                found += parsers(child)
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cityedge", description="CityEdge street-cabinet gateway")
     parser.add_argument("--version", action="version", version=f"cityedge {__version__}")
@@ -22,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (run, demo, check, plan, status, probe, profiles, acl, node, hil):
         module.register(sub)
+    for each in parsers(parser):
+        each.formatter_class = DefaultsShown
     return parser
 
 

@@ -12,7 +12,7 @@ from gateway.north.acl import mosquitto_acl
 
 def register(sub: Any) -> None:
     p = sub.add_parser("acl", help="print a mosquitto ACL file for this gateway, its nodes and operators")
-    p.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
+    p.add_argument("-c", "--config", type=Path, required=True, metavar="FILE", help="the gateway configuration")
     p.add_argument("--operator", action="append", default=[], metavar="USER", help="may send commands (repeat)")
     p.add_argument("--viewer", action="append", default=[], metavar="USER", help="may only read (repeat)")
     p.add_argument("--technician", action="append", default=[], metavar="USER", help="may watch the nodes (repeat)")

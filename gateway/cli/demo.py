@@ -11,13 +11,14 @@ import sys
 from typing import Any
 
 from gateway.cli.errors import HIL_EXTRA, needs
+from gateway.cli.options import broker_address, seconds
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="run an emulated city block with the gateway (Ctrl-C stops it)")
-    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    p.add_argument("--duration", type=seconds, metavar="SECONDS", help="stop after this long")
     p.add_argument("--faults", action="store_true", help="inject faults on a timeline, to watch recovery")
-    p.add_argument("--broker", metavar="HOST:PORT", help="use this broker instead of starting mosquitto")
+    p.add_argument("--broker", metavar="HOST[:PORT]", help="use this broker instead of starting mosquitto")
     p.add_argument("--no-table", action="store_true", help="no live status table")
     p.set_defaults(handler=needs(HIL_EXTRA, run))
 
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger(quiet).setLevel(logging.CRITICAL)
 
     async def main() -> int:
-        task = asyncio.create_task(run_demo(args.duration, args.faults, args.broker, not args.no_table))
+        task = asyncio.create_task(run_demo(args.duration, args.faults, broker_address(args.broker), not args.no_table))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)

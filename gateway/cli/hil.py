@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from gateway.cli.errors import HIL_EXTRA, UsageError, needs
+from gateway.cli.options import broker_address, seconds
 
 
 def register(sub: Any) -> None:
@@ -23,20 +24,20 @@ def register(sub: Any) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     serve = actions.add_parser("serve", help="start the emulated site of a scenario and keep it running")
-    serve.add_argument("scenario", type=Path)
+    serve.add_argument("scenario", type=Path, help="the scenario file (YAML)")
     serve.add_argument("--control", type=Path, metavar="SOCKET", help="control socket path")
     serve.add_argument(
         "--gateway-config", type=Path, metavar="FILE", help="write a gateway configuration that polls this site"
     )
-    serve.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    serve.add_argument("--duration", type=seconds, metavar="SECONDS", help="stop after this long")
     serve.add_argument("--no-timeline", action="store_true", help="do not play the scenario's timeline")
     serve.add_argument("--json", action="store_true", help="print the endpoints as one JSON line")
     serve.set_defaults(handler=needs(HIL_EXTRA, run_serve))
 
     run = actions.add_parser("run", help="run a scenario: site, gateway and broker together; check expectations")
-    run.add_argument("scenario", type=Path)
-    run.add_argument("--broker", metavar="HOST:PORT", help="use this broker instead of starting mosquitto")
-    run.add_argument("--duration", type=float, metavar="SECONDS", help="override the scenario's duration")
+    run.add_argument("scenario", type=Path, help="the scenario file (YAML)")
+    run.add_argument("--broker", metavar="HOST[:PORT]", help="use this broker instead of starting mosquitto")
+    run.add_argument("--duration", type=seconds, metavar="SECONDS", help="override the scenario's duration")
     run.add_argument("--json", action="store_true", help="the report as JSON")
     run.set_defaults(handler=needs(HIL_EXTRA, run_run))
 
@@ -47,9 +48,11 @@ def register(sub: Any) -> None:
     )
     board.add_argument("--wifi", metavar="SSID", help="the only WiFi the board can join (default: any)")
     board.add_argument("--wifi-password-env", metavar="VAR", help="environment variable with that WiFi's password")
-    board.add_argument("--chip", choices=["esp32", "esp32s2", "esp32s3", "esp32c3", "esp32c6"], default="esp32")
+    board.add_argument(
+        "--chip", choices=["esp32", "esp32s2", "esp32s3", "esp32c3", "esp32c6"], default="esp32", help="the chip it is"
+    )
     board.add_argument("--blank", action="store_true", help="a new board: no MicroPython until it is flashed")
-    board.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    board.add_argument("--duration", type=seconds, metavar="SECONDS", help="stop after this long")
     board.add_argument("--json", action="store_true", help="print the port and flash directory as one JSON line")
     board.set_defaults(handler=run_board)
 
@@ -57,14 +60,15 @@ def register(sub: Any) -> None:
     schema.set_defaults(handler=run_schema)
 
     check = actions.add_parser("check", help="validate a scenario file")
-    check.add_argument("scenario", type=Path)
+    check.add_argument("scenario", type=Path, help="the scenario file (YAML)")
     check.set_defaults(handler=run_check)
 
     ctl = actions.add_parser("ctl", help="change a running site (faults, reboots, stimuli, values)")
-    ctl.add_argument("--control", type=Path, metavar="SOCKET", required=True)
+    ctl.add_argument("--control", type=Path, metavar="SOCKET", required=True, help="the site's control socket")
     ctl.add_argument(
         "op",
         choices=["status", "fault", "clear", "reboot", "drop", "refuse", "accept", "noise", "stimulus", "set", "get"],
+        help="what to do",
     )
     ctl.add_argument("target", nargs="?", help="device id (or link id for drop, refuse, accept, noise)")
     ctl.add_argument("args", nargs="*", help="key=value pairs; for set: POINT VALUE; for stimulus: NAME key=value")
@@ -83,7 +87,11 @@ def run_run(args: argparse.Namespace) -> int:
     loaded = load_scenario(args.scenario)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    report = asyncio.run(run_scenario(loaded, args.broker, args.duration))
+
+    def progress(line: str) -> None:  # as it happens; with --json on stderr, so stdout stays one document
+        print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    report = asyncio.run(run_scenario(loaded, broker_address(args.broker), args.duration, progress))
     if args.json:
         print(
             json.dumps(

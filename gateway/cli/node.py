@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli.errors import NODE_EXTRA, UsageError, needs
+from gateway.cli.options import positive_int, seconds
 from gateway.technician import FIRMWARE, NodeToolError
 
 CHIP_NAMES = ["esp32", "esp32s2", "esp32s3", "esp32c3", "esp32c6"]
@@ -43,14 +44,15 @@ def register(sub: Any) -> None:
 
     monitor = actions.add_parser("monitor", help="follow a node: its messages on the broker, or its serial console")
     monitor.add_argument("--id", help="the node id (for the broker)")
-    monitor.add_argument("--port", help="show this serial port's console instead of the broker")
-    monitor.add_argument("--baud", type=int, default=115200)
-    monitor.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST[:PORT]")
-    monitor.add_argument("--topic", default="nodes", help="the nodes' topic prefix (default nodes)")
-    monitor.add_argument("--username")
-    monitor.add_argument("--password-env", metavar="VAR", help="environment variable holding the broker password")
+    monitor.add_argument("--port", metavar="DEV", help="show this serial port's console instead of the broker")
+    _baudrate(monitor)
+    monitor.add_argument(
+        "--broker", default="127.0.0.1:1883", metavar="HOST[:PORT]", help="the broker, as this laptop reaches it"
+    )
+    monitor.add_argument("--topic", default="nodes", help="the nodes' topic prefix")
+    _broker_login(monitor, "your own broker user (a technician's login, see the ACL)")
     monitor.add_argument("--tls-ca", type=Path, metavar="FILE", help="connect with TLS, trusting this CA")
-    monitor.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
+    monitor.add_argument("--duration", type=seconds, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
     monitor.set_defaults(handler=run_monitor)
 
     setup = actions.add_parser("setup", help="flash (optional), deploy, provision, reset, check the node reports")
@@ -58,43 +60,72 @@ def register(sub: Any) -> None:
     _flash_options(setup, required=False)
     _deploy_options(setup)
     _provision_options(setup)
-    setup.add_argument("--watch-broker", metavar="HOST[:PORT]", help="where this laptop reaches the node's broker")
-    setup.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="wait this long for data")
+    setup.add_argument(
+        "--watch-broker",
+        metavar="HOST[:PORT]",
+        help="the broker as this laptop reaches it (default: as the node does)",
+    )
+    setup.add_argument(
+        "--watch-user", metavar="USER", help="your own broker user for the check (default: the node's, see the page)"
+    )
+    setup.add_argument("--watch-password-env", metavar="VAR", help="environment variable with that user's password")
+    setup.add_argument(
+        "--check-for",
+        type=seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long to wait for the node's data",
+    )
     setup.set_defaults(handler=needs(NODE_EXTRA, run_setup))
+
+
+def _baudrate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--baudrate", type=positive_int, default=115200, help="the board's serial console speed")
+    p.add_argument("--baud", dest="baudrate", type=positive_int, help=argparse.SUPPRESS)  # the old name
+
+
+def _broker_login(p: argparse.ArgumentParser, who: str) -> None:
+    p.add_argument("--broker-user", metavar="USER", help=who)
+    p.add_argument("--broker-password-env", metavar="VAR", help="environment variable with that user's password")
+    p.add_argument("--username", dest="broker_user", help=argparse.SUPPRESS)  # the old names (monitor)
+    p.add_argument("--password-env", dest="broker_password_env", help=argparse.SUPPRESS)
 
 
 def _port(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", required=True, metavar="DEV", help="the node's USB serial port, e.g. /dev/ttyUSB0")
-    p.add_argument("--baud", type=int, default=115200, help="REPL baud rate (default 115200)")
-    p.add_argument("--wait", type=float, default=10.0, metavar="SECONDS", help="how long the board may take to answer")
+    _baudrate(p)
+    p.add_argument(
+        "--timeout", type=seconds, default=10.0, metavar="SECONDS", help="how long to wait for each answer of the board"
+    )
+    p.add_argument("--wait", dest="timeout", type=seconds, help=argparse.SUPPRESS)  # the old name
 
 
 def _flash_options(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--firmware", type=Path, required=required, metavar="IMAGE.bin", help="MicroPython image")
     p.add_argument("--chip", choices=CHIP_NAMES, help="the board's chip (default: the one the image is built for)")
-    p.add_argument("--flash-baud", type=int, default=460800, help="baud rate while flashing (default 460800)")
+    p.add_argument("--flash-baudrate", type=positive_int, default=460800, help="serial speed while flashing")
+    p.add_argument("--flash-baud", dest="flash_baudrate", type=positive_int, help=argparse.SUPPRESS)  # the old name
     p.add_argument("--manual-boot", action="store_true", help="board without auto-reset: you hold BOOT yourself")
     p.add_argument("--connect-attempts", type=int, help=argparse.SUPPRESS)
 
 
 def _deploy_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--app", type=Path, default=FIRMWARE, metavar="DIR", help="the node app (default: firmware/)")
+    p.add_argument("--app", type=Path, default=FIRMWARE, metavar="DIR", help="the node app (the firmware/ folder)")
     p.add_argument("--source", action="store_true", help="copy .py sources instead of compiled .mpy files")
 
 
 def _provision_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id", required=True, help="the node id, e.g. pole-17-a")
     p.add_argument("--inventory", type=Path, metavar="FILE", help="nodes.yaml listing the nodes and their settings")
-    p.add_argument("--wifi-ssid", metavar="NAME")
+    p.add_argument("--wifi-ssid", metavar="NAME", help="the WiFi network the node joins")
     p.add_argument("--wifi-password-env", metavar="VAR", help="environment variable with the WiFi password")
     p.add_argument("--open-wifi", action="store_true", help="the WiFi has no password")
-    p.add_argument("--broker", metavar="HOST[:PORT]", help="the broker as the node reaches it")
-    p.add_argument("--broker-user", metavar="USER", help="broker user ('{id}' becomes the node id)")
-    p.add_argument("--broker-password-env", metavar="VAR", help="environment variable with the broker password")
+    p.add_argument("--broker", metavar="HOST[:PORT]", help="the broker, as the node reaches it (port 1883)")
+    _broker_login(p, "the node's broker user ('{id}' becomes the node id)")
     p.add_argument("--sensor", action="append", default=[], metavar="SPEC", help=SENSOR_HELP)
     p.add_argument("--interval", metavar="TIME", help="time between readings: seconds, or 30s, 5m (default 60)")
     p.add_argument("--health-interval", metavar="TIME", help="time between health reports (default 60)")
-    p.add_argument("--topic", help="topic prefix (default nodes)")
+    p.add_argument("--topic", help="topic prefix the node publishes under (default: nodes)")
     p.add_argument("--reassign", action="store_true", help="reuse a board provisioned for another node id")
 
 
@@ -131,7 +162,7 @@ def run_flash(args: argparse.Namespace) -> int:
         flash(
             args.port,
             image,
-            baud=args.flash_baud,
+            baud=args.flash_baudrate,
             manual_boot=args.manual_boot,
             connect_attempts=args.connect_attempts,
         )
@@ -146,7 +177,7 @@ def run_deploy(args: argparse.Namespace) -> int:
     from gateway.technician.serial_board import Board
 
     try:
-        with Board(args.port, args.baud, args.wait) as board:
+        with Board(args.port, args.baudrate, args.timeout) as board:
             report = deploy(board, args.app, compile_modules=not args.source, progress=_say)
             _say(f"board: {report.board.describe()}")
             for name in report.removed:
@@ -250,7 +281,7 @@ def run_provision(args: argparse.Namespace) -> int:
 
     try:
         config = node_config_from(args)
-        with Board(args.port, args.baud, args.wait) as board:
+        with Board(args.port, args.baudrate, args.timeout) as board:
             before = provision(board, config, reassign=args.reassign)
             _say(f"provisioned {config['id']} on {args.port}" + (f" (was {before})" if before else ""))
             for line in summary(config):
@@ -271,7 +302,7 @@ def run_monitor(args: argparse.Namespace) -> int:
         from gateway.technician.watch import BrokerOptions, watch
 
         broker = BrokerOptions.parse(
-            args.broker, username=args.username, password_env=args.password_env, ca=args.tls_ca
+            args.broker, username=args.broker_user, password_env=args.broker_password_env, ca=args.tls_ca
         )
         _say(f"watching {args.topic}/{args.id} on {broker}; Ctrl-C stops")
         seen = asyncio.run(watch(broker, args.topic, args.id, _say, duration=args.duration))
@@ -290,7 +321,7 @@ def _serial_console(args: argparse.Namespace) -> int:
 
     check_port(args.port)
     console = serial.Serial()
-    console.port, console.baudrate, console.timeout = args.port, args.baud, 0.2
+    console.port, console.baudrate, console.timeout = args.port, args.baudrate, 0.2
     console.dtr = False  # opening must not reset the board (auto-reset boards wire DTR/RTS to EN and BOOT)
     console.rts = False
     try:
@@ -299,7 +330,7 @@ def _serial_console(args: argparse.Namespace) -> int:
         raise NodeToolError(
             port_error_message(args.port, exc if isinstance(exc, OSError) else OSError(str(exc)))
         ) from None
-    _say(f"serial console of {args.port} at {args.baud} baud; Ctrl-C stops")
+    _say(f"serial console of {args.port} at {args.baudrate} baud; Ctrl-C stops")
     deadline = None if args.duration is None else time.monotonic() + args.duration
     try:
         while deadline is None or time.monotonic() < deadline:
@@ -323,16 +354,18 @@ def run_setup(args: argparse.Namespace) -> int:
         plan = SetupPlan(
             port=args.port,
             config=node_config_from(args),
-            baud=args.baud,
-            wait=args.wait,
+            baud=args.baudrate,
+            wait=args.timeout,
             image=_image(args),
-            flash_baud=args.flash_baud,
+            flash_baud=args.flash_baudrate,
             manual_boot=args.manual_boot,
             source=args.app,
             compile_modules=not args.source,
             reassign=args.reassign,
             watch_broker=args.watch_broker,
-            timeout=args.timeout,
+            watch_user=args.watch_user,
+            watch_password_env=args.watch_password_env,
+            timeout=args.check_for,
         )
         verdict = setup(plan, _say)
     except NodeToolError as exc:

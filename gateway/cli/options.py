@@ -35,6 +35,14 @@ def address(option: str, given: str, default_port: int) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def broker_address(given: str | None) -> str | None:
+    """`--broker HOST[:PORT]` as HOST:PORT (port 1883 when none is given), the same in every command."""
+    if given is None:
+        return None
+    host, port = address("--broker", given, MQTT_PORT)
+    return f"{host}:{port}"
+
+
 def _number(text: str, low: int, high: int, what: str) -> int:
     try:
         value = int(text, 0)

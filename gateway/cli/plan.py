@@ -16,9 +16,9 @@ from gateway.south.driver import link_driver
 
 def register(sub: Any) -> None:
     p = sub.add_parser("plan", help="print the read plan: requests per device and the points they carry")
-    p.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
+    p.add_argument("-c", "--config", type=Path, required=True, metavar="FILE", help="the gateway configuration")
     p.add_argument("--device", action="append", metavar="ID", help="only this device (may repeat)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=run)
 
 

@@ -36,9 +36,11 @@ class JsonFormatter(logging.Formatter):
 
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="run the gateway")
-    p.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
-    p.add_argument("--log-level", choices=LEVELS, default="info")
-    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    p.add_argument("-c", "--config", type=Path, required=True, metavar="FILE", help="the gateway configuration")
+    p.add_argument("--log-level", choices=LEVELS, default="info", help="the least severe messages logged")
+    p.add_argument(
+        "--log-format", choices=["text", "json"], default="text", help="json: one object per line, for journald"
+    )
     p.set_defaults(handler=run)
 
 

@@ -294,8 +294,12 @@ class CommandService:
 
 
 def _selected(command: Command, body: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A selection that was made, as the audit record tells it: so an operator who missed the answer sees it."""
+    """A selection that was made, as the audit record tells it: which control, for how long, for whom.
+    Never its token: that goes to the requester alone (the answer), so nobody else can operate it."""
     if "token" not in body or not isinstance(command.select, Mapping):
         return None
     (point,) = command.select
-    return {"point": point, "token": body["token"], "expires_ms": body["expires_ms"]}
+    out: dict[str, Any] = {"point": point, "expires_ms": body["expires_ms"]}
+    if command.requester:
+        out["answered_to"] = command.requester
+    return out

@@ -33,6 +33,8 @@ class SetupPlan:
     compile_modules: bool = True
     reassign: bool = False
     watch_broker: str | None = None  # HOST:PORT where this laptop reaches the node's broker, if not the node's
+    watch_user: str | None = None  # the technician's own login for the check; None: the node's own
+    watch_password_env: str | None = None
     timeout: float = 120.0
 
 
@@ -151,9 +153,14 @@ def run_setup(plan: SetupPlan, say: Callable[[str], None]) -> Verdict:
 
 
 def _check_broker(plan: SetupPlan) -> BrokerOptions:
+    """How this laptop watches for the node: with the technician's own login if given, else with the node's."""
     node_broker = plan.config["broker"]
     address = plan.watch_broker or f"{node_broker['host']}:{node_broker['port']}"
-    return BrokerOptions.parse(address, username=node_broker.get("user"), password=node_broker.get("password"))
+    if plan.watch_user:
+        return BrokerOptions.parse(address, username=plan.watch_user, password_env=plan.watch_password_env)
+    return BrokerOptions.parse(
+        address, username=node_broker.get("user"), password=node_broker.get("password"), whose="the node's"
+    )
 
 
 def _wait_for_port(port: str) -> None:

@@ -33,6 +33,7 @@ class BrokerOptions:
     password_env: str | None = None
     ca: Path | None = None  # TLS with this CA; None: plain TCP
     password: str | None = field(default=None, repr=False)  # given directly (setup has it from provisioning)
+    whose: str = "your"  # whose login this is, for messages: "your", or "the node's" (setup without --watch-user)
 
     @classmethod
     def parse(cls, address: str, **kwargs: Any) -> BrokerOptions:
@@ -174,8 +175,25 @@ async def watch(
                 if line:
                     on_line(f"{time.strftime('%H:%M:%S')} {line}")
     except aiomqtt.MqttError as exc:
-        raise NodeToolError(
-            f"Cannot reach the broker at {broker}: {exc}.\n"
-            "Is the laptop on the site network, and are the address, user and password right?"
-        ) from None
+        raise NodeToolError(broker_problem(broker, exc)) from None
     return seen
+
+
+REFUSED_LOGIN = {4, 5, 134, 135}  # MQTT 3.1.1 and 5: bad user name or password, not authorized
+
+
+def broker_problem(broker: BrokerOptions, exc: Exception) -> str:
+    """One plain sentence for a broker the laptop could not use: a refused login is not a network problem."""
+    code = getattr(exc, "rc", None)
+    code = getattr(code, "value", code)
+    text = str(exc)
+    if code in REFUSED_LOGIN or "not authori" in text.lower() or "bad user name" in text.lower():
+        user = f"user '{broker.username}'" if broker.username else "an anonymous login"
+        hint = (
+            "this is the node's own login, used because no --watch-user was given: give yours with --watch-user and "
+            "--watch-password-env, or check the node's password"
+            if broker.whose == "the node's"
+            else "check the user and its password, and that the broker's ACL lets it read the node topics"
+        )
+        return f"The broker at {broker} refused {user} ({broker.whose} login): {hint}."
+    return f"Cannot reach the broker at {broker}: {text}.\nIs the laptop on the site network, and is the address right?"

@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -288,14 +289,20 @@ class Site:
             else:
                 raise ValueError(f"links take the actions drop, refuse, accept and noise, not {step.action}")
 
-    async def run_timeline(self) -> None:
-        """Apply every step at its time after the start; errors are logged, the site keeps running."""
+    async def run_timeline(self, on_step: Callable[[str], None] | None = None) -> None:
+        """Apply every step at its time after the start; errors are logged, the site keeps running.
+        `on_step` hears of each step as it is applied (or fails), in words."""
         for step in sorted(self.loaded.scenario.timeline, key=lambda s: s.at):
             delay = step.at - self.elapsed
             if delay > 0:
                 await asyncio.sleep(delay)
+            what = " ".join(f"{k}={v}" for k, v in step.model_dump(exclude_defaults=True, exclude={"at"}).items())
             try:
                 await self.apply(step)
-                log.info("t=%.1fs %s", self.elapsed, step.model_dump(exclude_defaults=True))
+                log.info("t=%.1fs %s", self.elapsed, what)
+                said = f"t={self.elapsed:5.1f}s  step     {what}"
             except ValueError as exc:
                 log.error("t=%.1fs step failed: %s", self.elapsed, exc)
+                said = f"t={self.elapsed:5.1f}s  step     {what}: FAILED ({exc})"
+            if on_step is not None:
+                on_step(said)

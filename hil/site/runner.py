@@ -12,7 +12,7 @@ import contextlib
 import json
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,7 +151,30 @@ def _matches(seen: Any, wanted: Any, tolerance: float) -> bool:
     return bool(seen == wanted)
 
 
-async def run_scenario(loaded: LoadedScenario, broker: str | None = None, duration: float | None = None) -> Report:
+async def _judge_as_windows_close(
+    expectations: Sequence[Expectation], recorder: Recorder, base: str, progress: Callable[[str], None] | None
+) -> None:
+    """Say each expectation's verdict as soon as its window is over (the report judges them all again)."""
+    if progress is None:
+        return
+    for e in sorted(expectations, key=lambda e: e.between[1]):
+        wait = recorder.start + e.between[1] - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        verdict = check(e, recorder.records, base)
+        progress(
+            f"t={time.monotonic() - recorder.start:5.1f}s  {'PASS' if verdict.passed else 'FAIL'}     {verdict.line()}"
+        )
+
+
+async def run_scenario(
+    loaded: LoadedScenario,
+    broker: str | None = None,
+    duration: float | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Report:
+    """Site, gateway and broker together for the scenario's duration; every expectation judged.
+    `progress` hears, as they happen, each timeline step and each expectation once its window is over."""
     sc = loaded.scenario
     owned: MosquittoBroker | None = None
     if broker is None:
@@ -183,11 +206,13 @@ async def run_scenario(loaded: LoadedScenario, broker: str | None = None, durati
             recorder.start = time.monotonic()
             site._started = recorder.start  # the timeline and the expectations share one clock
             await gateway.start()
-            timeline = asyncio.create_task(site.run_timeline())
+            timeline = asyncio.create_task(site.run_timeline(progress))
+            judging = asyncio.create_task(_judge_as_windows_close(sc.expect, recorder, base, progress))
             try:
                 await asyncio.sleep(run_for)
             finally:
                 timeline.cancel()
+                judging.cancel()
                 await gateway.stop()
                 recording.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
