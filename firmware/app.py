@@ -53,9 +53,19 @@ class Node:
         self.prefix = "%s/%s" % (c["topic"], self.id)
         self.started = time.ticks_ms()
         self.reset_cause = RESET_CAUSES.get(machine.reset_cause(), "unknown")
+        # Resets within EARLY s of starting, in a row: a crash loop. The technician tools clear the count
+        # before they reset the board, so deploying or provisioning again and again never counts.
         self.early_resets = _read_int(BOOTS_FILE)
         self.safe_mode = self.early_resets >= SAFE_AFTER
         _write(BOOTS_FILE, str(self.early_resets + 1))  # cleared once we have been up for EARLY seconds
+        self.safe_reason = None
+        if self.safe_mode:
+            self.safe_reason = "%d resets in a row within %d s of starting (the last: %s)" % (
+                self.early_resets, EARLY, self.reset_cause)
+            print("SAFE MODE: " + self.safe_reason + ". Sensors are off; the node only reports its health.")
+            print("SAFE MODE: the error before each reset is above on this console. Fix it, then run")
+            print("SAFE MODE: cityedge node setup (or deploy) again, which clears the count; or leave the node")
+            print("SAFE MODE: up %d s, and the next reset starts it normally." % EARLY)
         state = self._load_state()
         self.seq = state.get("seq", 0) + 10  # the saved number lags by up to 10: skip ahead, never repeat
         self.buffer = RingBuffer("readings.bin", c.get("buffer_slots", 256), 384)
@@ -172,7 +182,8 @@ class Node:
     def info(self):
         return {"firmware": VERSION, "hardware": sys.platform, "python": "%d.%d.%d" % sys.implementation.version[:3],
                 "sensors": [k for d in self.drivers for k in d.keys], "interval": self.config["interval"],
-                "safe_mode": self.safe_mode, "problems": self.sensor_problems + ([self.config_problem] if self.config_problem else [])}
+                "safe_mode": self.safe_mode, "safe_mode_reason": self.safe_reason,
+                "problems": self.sensor_problems + ([self.config_problem] if self.config_problem else [])}
 
     def health(self):
         try:

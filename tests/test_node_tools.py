@@ -515,12 +515,15 @@ def test_the_verdict_names_every_problem() -> None:
     broker = BrokerOptions("10.0.0.1", 1883)
     seen = NodeSeen()
     assert seen.take("status", b"online", False) == "status   online"
-    seen.take("info", b'{"sensors": ["lux"], "safe_mode": true, "problems": ["jsn-sr04t: KeyError"]}', False)
+    reason = "3 resets in a row within 60 s of starting (the last: watchdog)"
+    info = {"sensors": ["lux"], "safe_mode": True, "safe_mode_reason": reason, "problems": ["jsn-sr04t: KeyError"]}
+    seen.take("info", json.dumps(info).encode(), False)
     seen.take("telemetry", b'{"seq": 3, "values": {}, "errors": {"lux": "[Errno 110] ETIMEDOUT"}}', False)
-    verdict = judge(config, seen, 12.0, broker)
+    verdict = judge(config, seen, 12.0, broker, "/dev/ttyUSB0")
     assert not verdict.passed
     assert verdict.lines()[0] == (
-        "FAIL  n1: the node started in SAFE MODE (it reset three times in a row): see its console."
+        f"FAIL  n1: the node is in SAFE MODE ({reason}): sensors are off. Its console shows the error before "
+        "each reset (cityedge node monitor --port /dev/ttyUSB0); fix that, then run setup again (it clears the count)."
     )
     assert "  set-up problem: jsn-sr04t: KeyError" in verdict.lines()
     assert "  sensor bh1750 (lux) timed out: check its wiring" in verdict.lines()
@@ -540,3 +543,40 @@ def test_a_retained_leftover_is_not_a_sign_of_life() -> None:
     verdict = judge({"id": "n1", "wifi": {"ssid": "cab"}}, seen, 120.0, BrokerOptions("b", 1883))
     assert not verdict.passed and verdict.lines()[0] == "FAIL  n1: nothing from the node on b:1883 within 120 s."
     assert not seen.fresh_info and not seen.complete(health_grace=0.0)
+
+
+def test_setup_again_and_again_never_pushes_a_healthy_node_into_safe_mode(
+    tmp_path: Path, board_factory: BoardFactory, broker: MosquittoBroker
+) -> None:
+    """What a technician does while fixing a sensor's wiring: setup four times in a minute (field trial, 1)."""
+    board = board_factory(network=broker.address, wifi=("cabinet-17", SECRETS["SITE_WIFI_PASSWORD"]))
+    nodes = inventory(tmp_path, broker.address)
+    for run in range(4):
+        result = setup_node(board, nodes)
+        assert result.returncode == 0 and "PASS  pole-17-a" in result.stdout, f"run {run + 1}: {result.stdout}"
+        assert "SAFE MODE" not in result.stdout + board.console()
+
+
+def test_a_node_in_safe_mode_says_why_and_how_to_leave(
+    tmp_path: Path, board_factory: BoardFactory, broker: MosquittoBroker
+) -> None:
+    board = board_factory(network=broker.address, wifi=("cabinet-17", SECRETS["SITE_WIFI_PASSWORD"]))
+    nodes = inventory(tmp_path, broker.address)
+    assert setup_node(board, nodes).returncode == 0
+    for _ in range(3):  # a crash loop, as a bad sensor wire can cause: three resets soon after starting
+        time.sleep(1.0)
+        board.press_reset()
+    console = ""
+    for _ in range(100):
+        console = board.console()
+        if "SAFE MODE:" in console:
+            break
+        time.sleep(0.1)
+    assert "SAFE MODE: 3 resets in a row within 60 s of starting" in console
+    assert "cityedge node setup (or deploy) again, which clears the count" in console
+    login = ("--broker-user", "pole-17-a", "--broker-password-env", "POLE_BROKER_PASSWORD")
+    seen = cityedge("node", "monitor", "--id", "pole-17-a", "--broker", broker.address, "--duration", "4", *login,
+                    env=SECRETS)  # fmt: skip
+    assert "SAFE MODE" in seen.stdout
+    again = setup_node(board, nodes)  # setup clears the count: the node starts normally again
+    assert again.returncode == 0 and "PASS  pole-17-a" in again.stdout

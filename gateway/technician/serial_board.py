@@ -26,6 +26,7 @@ from gateway.technician.port import check_port
 MPY_ARCHS = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp", "xtensa",
              "xtensawin", "rv32imc", "rv64imc")  # fmt: skip
 NODE_STATE = ("readings.bin", "state.json", "boots")  # what the firmware keeps between boots, tied to its id
+CLEAR_EARLY_RESETS = "import os\ntry:\n    os.remove('boots')\nexcept OSError:\n    pass\n"  # firmware BOOTS_FILE
 NOT_MICROPYTHON = (
     "The board on {port} does not answer as MicroPython{said}.\n"
     "If it is new or was used for something else, flash MicroPython first: cityedge node flash --port {port} "
@@ -229,9 +230,12 @@ class Board:
             return None
 
     def reset(self) -> None:
-        """Hard reset (machine.reset): the board boots from its flash; the port is released."""
+        """Hard reset (machine.reset): the board boots from its flash; the port is released.
+
+        The firmware counts resets soon after starting and goes into safe mode after three in a row (a crash
+        loop); a reset the tools ask for is not one, so the count is cleared first."""
         with contextlib.suppress(Exception):
-            self.transport.exec_raw_no_follow("import machine\nmachine.reset()")
+            self.transport.exec_raw_no_follow(CLEAR_EARLY_RESETS + "import machine\nmachine.reset()")
         with contextlib.suppress(Exception):
             self.transport.serial.flush()
         self._transport_close_quietly()

@@ -53,7 +53,9 @@ class Verdict:
         return out
 
 
-def judge(config: dict[str, Any], seen: NodeSeen, waited: float, broker: BrokerOptions) -> Verdict:
+def judge(
+    config: dict[str, Any], seen: NodeSeen, waited: float, broker: BrokerOptions, port: str = "PORT"
+) -> Verdict:
     node = config["id"]
     verdict = Verdict(node, passed=False)
     info, health, reading = seen.info or {}, seen.health or {}, seen.telemetry
@@ -67,7 +69,11 @@ def judge(config: dict[str, Any], seen: NodeSeen, waited: float, broker: BrokerO
     if reading is None:
         verdict.reasons = [f"the node is {seen.status or 'connected'} but sent no reading within {waited:.0f} s."]
     if info.get("safe_mode"):
-        verdict.reasons.append("the node started in SAFE MODE (it reset three times in a row): see its console.")
+        why = info.get("safe_mode_reason") or "it reset three times in a row soon after starting"
+        verdict.reasons.append(
+            f"the node is in SAFE MODE ({why}): sensors are off. Its console shows the error before each reset "
+            f"(cityedge node monitor --port {port}); fix that, then run setup again (it clears the count)."
+        )
     verdict.reasons += [f"set-up problem: {p}" for p in info.get("problems", [])]
     verdict.reasons += sensor_failures(config, (reading or {}).get("errors") or {})
     expected = [k for s in config.get("sensors", []) for k in SENSOR_KEYS.get(s["type"], [])]
@@ -149,7 +155,7 @@ def run_setup(plan: SetupPlan, say: Callable[[str], None]) -> Verdict:
     finally:
         board.close()
     waited = time.monotonic() - started[0] if started else 0.0
-    return judge(config, seen, waited, broker)
+    return judge(config, seen, waited, broker, plan.port)
 
 
 def _check_broker(plan: SetupPlan) -> BrokerOptions:
