@@ -40,6 +40,14 @@ def _read_int(path, default=0):
         return default
 
 
+def _board_id():
+    """The chip's own id (its MAC on an ESP32): which board speaks, whatever node id it was given."""
+    try:
+        return "".join("%02x" % b for b in machine.unique_id())
+    except Exception:
+        return None
+
+
 def _write(path, text):
     with open(path, "w") as f:
         f.write(text)
@@ -180,7 +188,8 @@ class Node:
         return time.ticks_diff(time.ticks_ms(), self.started) // 1000
 
     def info(self):
-        return {"firmware": VERSION, "hardware": sys.platform, "python": "%d.%d.%d" % sys.implementation.version[:3],
+        return {"firmware": VERSION, "hardware": sys.platform, "board": _board_id(),
+                "python": "%d.%d.%d" % sys.implementation.version[:3],
                 "sensors": [k for d in self.drivers for k in d.keys], "interval": self.config["interval"],
                 "safe_mode": self.safe_mode, "safe_mode_reason": self.safe_reason,
                 "problems": self.sensor_problems + ([self.config_problem] if self.config_problem else [])}

@@ -292,7 +292,7 @@ def test_provision_refuses_to_silently_reuse_another_nodes_board(tmp_path: Path,
     (board.flash / "readings.bin").write_bytes(b"\x02" * 32)
     refused = cityedge("node", "provision", "--id", "pole-17-b", *common, env=SECRETS)
     assert refused.returncode == 1
-    assert "This board is provisioned as pole-17-a, not pole-17-b." in refused.stderr
+    assert "This board is provisioned as pole-17-a, not pole-17-b; nothing was changed on it." in refused.stderr
     assert json.loads((board.flash / "config.json").read_text())["id"] == "pole-17-a"
     moved = cityedge("node", "provision", "--id", "pole-17-b", *common, "--reassign", env=SECRETS)
     assert moved.returncode == 0, moved.stderr
@@ -580,3 +580,62 @@ def test_a_node_in_safe_mode_says_why_and_how_to_leave(
     assert "SAFE MODE" in seen.stdout
     again = setup_node(board, nodes)  # setup clears the count: the node starts normally again
     assert again.returncode == 0 and "PASS  pole-17-a" in again.stdout
+
+
+def test_setup_checks_whose_board_it_is_before_deploying_anything(
+    tmp_path: Path, board_factory: BoardFactory, broker: MosquittoBroker
+) -> None:
+    """Another node's board must not receive the new app before setup refuses (field trial, technician 3)."""
+    board = board_factory(network=broker.address, wifi=("cabinet-17", SECRETS["SITE_WIFI_PASSWORD"]))
+    nodes = inventory(tmp_path, broker.address)
+    assert setup_node(board, nodes).returncode == 0  # the board is pole-17-a's
+    before = flash_hashes(board)
+    (tmp_path / "app").mkdir()
+    for path in FIRMWARE.iterdir():
+        if path.is_file():
+            (tmp_path / "app" / path.name).write_bytes(path.read_bytes())
+    with (tmp_path / "app" / "app.py").open("a") as f:
+        f.write("\n# a newer app\n")
+    other = cityedge("node", "setup", "--port", board.port, "--id", "pole-17-b", "--inventory", str(nodes),
+                     "--app", str(tmp_path / "app"), "--check-for", "10", env=SECRETS)  # fmt: skip
+    assert other.returncode == 1
+    assert "This board is provisioned as pole-17-a, not pole-17-b; nothing was changed on it." in other.stderr
+    assert "2 deploy" not in other.stdout
+    assert flash_hashes(board) == before  # not one file touched
+
+
+def test_flash_skipped_is_said_only_after_checking(tmp_path: Path, board_factory: BoardFactory) -> None:
+    blank = board_factory(blank=True)
+    nodes = inventory(tmp_path, "192.168.4.1:1883")
+    result = setup_node(blank, nodes, timeout="5")
+    assert result.returncode == 1
+    assert "1 flash" not in result.stdout
+    assert "has no MicroPython yet (a new board?). Run setup again with --firmware IMAGE.bin" in result.stderr
+
+
+def test_a_deploy_cut_short_leaves_the_old_app_and_the_next_one_tidies_up(board_factory: BoardFactory) -> None:
+    board = board_factory()
+    assert cityedge("node", "deploy", "--port", board.port, "--no-reset").returncode == 0
+    (board.flash / "app.mpy.new").write_bytes(b"half a file")  # what an unplug in the middle leaves
+    (board.flash / "config.json.new").write_bytes(b"{")
+    again = cityedge("node", "deploy", "--port", board.port, "--no-reset")
+    assert again.returncode == 0, again.stderr
+    assert "removed app.mpy.new, config.json.new (left by a deploy that was cut short)" in again.stdout
+    assert not list(board.flash.glob("*.new"))
+
+
+def test_a_node_id_already_online_from_another_board_is_warned_about(
+    tmp_path: Path, board_factory: BoardFactory, broker: MosquittoBroker
+) -> None:
+    board = board_factory(network=broker.address, wifi=("cabinet-17", SECRETS["SITE_WIFI_PASSWORD"]))
+    nodes = inventory(tmp_path, broker.address)
+    other = {"firmware": "0.1.0", "board": "a4cf12000099", "sensors": ["lux"], "interval": 60}
+    for leaf, payload in (("status", "online"), ("info", json.dumps(other))):
+        subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-r", "-q", "1", "-u", "tech",
+                        "-P", "tech-pw",
+                        "-t", f"nodes/pole-17-a/{leaf}", "-m", payload], check=True, timeout=10)  # fmt: skip
+    result = setup_node(board, nodes)
+    assert result.returncode == 0 and "PASS  pole-17-a" in result.stdout, result.stdout
+    assert "warning: another board (a4cf12000099) is online as pole-17-a too" in result.stdout
+    alone = setup_node(board, nodes)  # the retained info is now our board's own: no warning
+    assert alone.returncode == 0 and "another board" not in alone.stdout

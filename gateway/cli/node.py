@@ -180,6 +180,8 @@ def run_deploy(args: argparse.Namespace) -> int:
         with Board(args.port, args.baudrate, args.timeout) as board:
             report = deploy(board, args.app, compile_modules=not args.source, progress=_say)
             _say(f"board: {report.board.describe()}")
+            if report.leftovers:
+                _say(f"  removed {', '.join(report.leftovers)} (left by a deploy that was cut short)")
             for name in report.removed:
                 _say(f"  removed {name} (replaced by its other form)")
             if report.extra:

@@ -45,6 +45,7 @@ class DeployReport:
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)  # on the board, not ours, left alone
+    leftovers: list[str] = field(default_factory=list)  # half-written *.new copies of a deploy cut short, removed
     sizes: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -155,6 +156,8 @@ def deploy(
     info = board.info()
     built = build(source, info, compile_modules=compile_modules)
     report = DeployReport(info, sizes={b.target: len(b.data) for b in built})
+    report.leftovers = sorted(n for n in board.listdir() if n.endswith(".new"))  # from a deploy cut short
+    board.remove(report.leftovers)
     targets = [b.target for b in built]
     others = [c for c in (counterpart(t) for t in targets) if c and c not in targets]
     on_board = board.hashes(targets + others)

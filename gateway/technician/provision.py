@@ -263,20 +263,27 @@ def summary(config: dict[str, Any]) -> list[str]:
 # -- on the board ---------------------------------------------------------------------------------------
 
 
+def check_owner(board: Board, node_id: str, *, reassign: bool = False) -> str | None:
+    """The node id the board is provisioned as (None: none); NodeToolError if another, unless reassigning.
+    Setup asks before it deploys anything, so another node's board is never changed by mistake."""
+    previous = board.read_config()
+    before = previous.get("id") if isinstance(previous, dict) else None
+    if before and before != node_id and not reassign:
+        raise NodeToolError(
+            f"This board is provisioned as {before}, not {node_id}; nothing was changed on it.\n"
+            f"To reuse it as {node_id}, run again with --reassign: readings it still holds for {before} "
+            "are then discarded."
+        )
+    return before if isinstance(before, str) else None
+
+
 def provision(board: Board, config: dict[str, Any], *, reassign: bool = False) -> str | None:
     """Write config.json atomically and verify it; returns the id the board had before, if another.
 
     The check reads the file back through the board's own JSON parser; passwords come back only as
     their SHA-256, so secrets go to the board and never back over the cable."""
-    previous = board.read_config()
-    before = previous.get("id") if isinstance(previous, dict) else None
+    before = check_owner(board, config["id"], reassign=reassign)
     if before and before != config["id"]:
-        if not reassign:
-            raise NodeToolError(
-                f"This board is provisioned as {before}, not {config['id']}.\n"
-                f"To reuse it as {config['id']}, run again with --reassign: readings it still holds for {before} "
-                "are then discarded."
-            )
         board.remove(list(NODE_STATE))
     data = json.dumps(config, separators=(",", ":"), sort_keys=True).encode()
     board.write("config.json.new", data)

@@ -44,7 +44,13 @@ try:
     _free = _s[0] * _s[3]
 except (AttributeError, OSError):
     _free = None
-print(repr((sys.platform, tuple(sys.implementation.version[:3]), getattr(sys.implementation, '_mpy', 0), _m, _free)))
+try:
+    import machine
+    _id = ''.join('%02x' % b for b in machine.unique_id())
+except Exception:
+    _id = None
+print(repr((sys.platform, tuple(sys.implementation.version[:3]), getattr(sys.implementation, '_mpy', 0), _m, _free,
+            _id)))
 """
 _HASHES = """
 import hashlib, binascii
@@ -102,6 +108,7 @@ class BoardInfo:
     mpy: int  # sys.implementation._mpy
     machine: str  # os.uname().machine, e.g. "Generic ESP32 module with ESP32"
     free_bytes: int | None  # free space on the flash filesystem
+    unique_id: str | None = None  # machine.unique_id() in hex (an ESP32's MAC): the firmware reports it as `board`
 
     @property
     def mpy_version(self) -> int:
@@ -175,15 +182,18 @@ class Board:
             last = (exc.error_output.strip().splitlines() or ["?"])[-1]
             raise NodeToolError(f"The board reported an error: {last}") from None
         except (TransportError, OSError) as exc:
-            raise NodeToolError(f"Lost the board on {self.port} ({exc}). Check the cable and try again.") from None
+            raise NodeToolError(
+                f"Lost the board on {self.port} ({exc}): unplugged? Plug it back in and run again; the old app is "
+                "intact (new files are only put in place once all of them are on the board and checked)."
+            ) from None
 
     def eval(self, code: str) -> Any:
         """Run code that prints one repr() and return the value."""
         return ast.literal_eval(self.exec(code).decode().strip())
 
     def info(self) -> BoardInfo:
-        platform, version, mpy, machine, free = self.eval(_INFO)
-        return BoardInfo(str(platform), tuple(version), int(mpy), str(machine), free)
+        platform, version, mpy, machine, free, unique = self.eval(_INFO)
+        return BoardInfo(str(platform), tuple(version), int(mpy), str(machine), free, unique)
 
     # -- files -------------------------------------------------------------------------------------
 
@@ -207,7 +217,10 @@ class Board:
                 raise NodeToolError(f"The board's flash is full while writing {path}.") from None
             raise NodeToolError(f"Could not write {path} on the board: {last}") from None
         except (TransportError, OSError) as exc:
-            raise NodeToolError(f"Lost the board on {self.port} while writing {path} ({exc}).") from None
+            raise NodeToolError(
+                f"Lost the board on {self.port} while writing {path} ({exc}): unplugged? Plug it back in and run "
+                "again; the old app is intact (the next run also removes the half-written copy)."
+            ) from None
 
     def rename(self, source: str, target: str) -> None:
         self.exec(f"import os\nos.rename({source!r}, {target!r})")

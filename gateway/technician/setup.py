@@ -13,7 +13,7 @@ from typing import Any
 from gateway.technician import FIRMWARE, NodeToolError
 from gateway.technician.deploy import deploy
 from gateway.technician.flash import FirmwareImage, flash
-from gateway.technician.provision import provision
+from gateway.technician.provision import check_owner, provision
 from gateway.technician.serial_board import Board
 from gateway.technician.watch import SENSOR_KEYS, BrokerOptions, NodeSeen, reading_words, rssi_words, watch
 
@@ -44,18 +44,18 @@ class Verdict:
     passed: bool
     reasons: list[str] = field(default_factory=list)
     facts: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # said with the verdict; they do not fail it
 
     def lines(self) -> list[str]:
         head = f"{'PASS' if self.passed else 'FAIL'}  {self.node}"
         out = [head + (f": {self.reasons[0]}" if self.reasons else "")]
         out += [f"  {reason}" for reason in self.reasons[1:]]
         out += [f"  {name:<9} {value}" for name, value in self.facts]
+        out += [f"  warning: {warning}" for warning in self.warnings]
         return out
 
 
-def judge(
-    config: dict[str, Any], seen: NodeSeen, waited: float, broker: BrokerOptions, port: str = "PORT"
-) -> Verdict:
+def judge(config: dict[str, Any], seen: NodeSeen, waited: float, broker: BrokerOptions, port: str = "PORT") -> Verdict:
     node = config["id"]
     verdict = Verdict(node, passed=False)
     info, health, reading = seen.info or {}, seen.health or {}, seen.telemetry
@@ -123,12 +123,24 @@ def run_setup(plan: SetupPlan, say: Callable[[str], None]) -> Verdict:
         say(f"1 flash      {plan.image.describe()}")
         flash(plan.port, plan.image, baud=plan.flash_baud, manual_boot=plan.manual_boot)
         _wait_for_port(plan.port)
-    else:
-        say("1 flash      skipped (MicroPython already on the board; --firmware flashes it)")
     board = Board(plan.port, plan.baud, plan.wait)
-    board.open()
+    ours: str | None = None
     try:
+        board.open()
+    except NodeToolError as exc:
+        if plan.image is None and "does not answer as MicroPython" in str(exc):
+            raise NodeToolError(
+                f"The board on {plan.port} has no MicroPython yet (a new board?). Run setup again with "
+                "--firmware IMAGE.bin to flash it first."
+            ) from None
+        raise
+    try:
+        if plan.image is None:
+            version = ".".join(str(v) for v in board.info().version)
+            say(f"1 flash      skipped (MicroPython {version} already on the board; --firmware flashes it)")
+        check_owner(board, config["id"], reassign=plan.reassign)  # before anything is written to it
         report = deploy(board, plan.source, compile_modules=plan.compile_modules)
+        ours = report.board.unique_id
         say(f"2 deploy     {report.summary()}  [{report.board.describe()}]")
         before = provision(board, config, reassign=plan.reassign)
         moved = f"; was {before}" if before else ""
@@ -155,7 +167,13 @@ def run_setup(plan: SetupPlan, say: Callable[[str], None]) -> Verdict:
     finally:
         board.close()
     waited = time.monotonic() - started[0] if started else 0.0
-    return judge(config, seen, waited, broker, plan.port)
+    verdict = judge(config, seen, waited, broker, plan.port)
+    for other in sorted(seen.other_boards(ours)):
+        verdict.warnings.append(
+            f"another board ({other}) is online as {config['id']} too: two boards with one id overwrite each "
+            "other's status and readings; give one of them another id (cityedge node provision --id ... --reassign)"
+        )
+    return verdict
 
 
 def _check_broker(plan: SetupPlan) -> BrokerOptions:

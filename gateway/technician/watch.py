@@ -88,6 +88,16 @@ class NodeSeen:
     fresh_info: bool = False
     first_seen: float | None = None
     telemetry_at: float | None = None
+    retained_status: str | None = None  # what the broker kept from before: "online" means some board is up
+    retained_boards: set[str] = field(default_factory=set)  # board ids in the info kept from before
+    fresh_boards: set[str] = field(default_factory=set)  # board ids in info sent since watching began
+
+    def other_boards(self, ours: str | None) -> set[str]:
+        """Boards other than ours that are online under this node id: two boards given one id."""
+        if ours is None:
+            return set()
+        online = self.fresh_boards | (self.retained_boards if self.retained_status == "online" else set())
+        return online - {ours}
 
     def complete(self, health_grace: float = 10.0) -> bool:
         """A fresh reading and info, and health (or no health for a while: older firmware sends it later)."""
@@ -102,9 +112,14 @@ class NodeSeen:
         text = payload.decode(errors="replace")
         if leaf == "status":
             self.status = text
+            if retained:
+                self.retained_status = text
             return f"status   {text}{' (retained)' if retained else ''}"
         data = _json(payload)
         if leaf == "info" and isinstance(data, dict):
+            board = data.get("board")
+            if isinstance(board, str):
+                (self.retained_boards if retained else self.fresh_boards).add(board)
             self.info = data
             self.fresh_info = self.fresh_info or not retained
             sensors = ", ".join(map(str, data.get("sensors", []))) or "none"
