@@ -19,6 +19,8 @@ VERSION = "0.1.0"
 BOOTS_FILE = "boots"
 STATE_FILE = "state.json"
 EARLY = 60  # seconds: a reset before this counts as an early reset
+# network.STAT_* of a failed WiFi join (MicroPython's ESP32 port), by what it means
+WIFI_FAILURES = {202: "wrong_password", 201: "no_ap_found", 203: "connect_failed", 204: "connect_failed"}
 SAFE_AFTER = 3  # early resets in a row before safe mode
 EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0  # ESP32 counts from 2000
 RESET_CAUSES = {
@@ -84,6 +86,8 @@ class Node:
         self.mqtt_reconnects = -1
         self.maintenance = False
         self.time_synced = False
+        self.link_state = "starting"
+        self.link_said = None
         broker = c["broker"]
         self.client = MQTTClient(
             "cityedge-node-" + self.id, broker["host"], broker.get("port", 1883), broker.get("user"),
@@ -109,17 +113,53 @@ class Node:
 
     # -- network ----------------------------------------------------------------------------------
 
+    def _state(self, state, detail=None):
+        """The link's state, on the console (once per change: the technician tools read it there) and in health.
+        wrong_password, no_ap_found, connect_failed, connecting, got_ip, broker_refused, broker_unreachable,
+        connected."""
+        said = (state, detail)
+        if said == self.link_said and state in ("connecting", "got_ip", "connected"):
+            return  # a failure is said at every attempt: the tools tell a passing hiccup from a lasting one
+        self.link_said = said
+        self.link_state = state
+        ssid, broker = self.config["wifi"]["ssid"], self.config["broker"]
+        where = "%s:%s" % (broker["host"], broker.get("port", 1883))
+        words = {
+            "wrong_password": "wrong password for WiFi %s" % ssid,
+            "no_ap_found": "WiFi %s not found (out of range, or its name is wrong)" % ssid,
+            "connect_failed": "WiFi %s refused the connection" % ssid,
+            "connecting": "connecting to WiFi %s" % ssid,
+            "got_ip": "WiFi %s: got address %s" % (ssid, detail),
+            "broker_refused": "broker %s refused the login (code %s: %s)" % (
+                where, detail, "bad user name or password" if detail == 4 else "not authorized" if detail == 5
+                else "refused"),
+            "broker_unreachable": "broker %s unreachable (%s)" % (where, detail),
+            "connected": "connected to broker %s" % where,
+        }
+        print("LINK %s: %s" % (state, words.get(state, state)))
+
     async def _connect_wifi(self):
         if self.wlan.isconnected():
             return True
         self.wifi_reconnects += 1
         self.wlan.active(True)
         wifi = self.config["wifi"]
+        self._state("connecting")
         self.wlan.connect(wifi["ssid"], wifi["password"])
         for _ in range(100):
             if self.wlan.isconnected():
+                try:
+                    address = self.wlan.ifconfig()[0]
+                except Exception:
+                    address = "?"
+                self._state("got_ip", address)
                 return True
+            failed = WIFI_FAILURES.get(self.wlan.status())
+            if failed:  # a definite answer: say it now, not after the full wait
+                self._state(failed)
+                return False
             await asyncio.sleep_ms(100)
+        self._state("no_ap_found")
         return False
 
     async def _connected(self):
@@ -138,7 +178,7 @@ class Node:
         while not self.config["broker"]["host"]:  # never guess a broker: wait to be provisioned
             print("no broker in config.json")
             await asyncio.sleep(60)
-        await self.client.maintain(self._connect_wifi, self._connected)
+        await self.client.maintain(self._connect_wifi, self._connected, on_state=self._state)
 
     # -- readings ---------------------------------------------------------------------------------
 
@@ -204,7 +244,7 @@ class Node:
                 "reset_cause": self.reset_cause, "wifi_reconnects": max(0, self.wifi_reconnects),
                 "mqtt_reconnects": max(0, self.mqtt_reconnects), "firmware": VERSION,
                 "buffered": len(self.buffer), "dropped": self.buffer.dropped, "safe_mode": self.safe_mode,
-                "sensor_errors": self.sensor_errors, "time_synced": self.time_synced}
+                "sensor_errors": self.sensor_errors, "time_synced": self.time_synced, "link": self.link_state}
 
     async def health_loop(self):
         while True:

@@ -36,6 +36,14 @@ def _str(s):
     return struct.pack("!H", len(b)) + b
 
 
+class Refused(MQTTError):
+    """The broker answered CONNECT with a refusal: 4 bad user name or password, 5 not authorized."""
+
+    def __init__(self, code):
+        super().__init__("connection refused: %s" % code)
+        self.code = code
+
+
 class MQTTClient:
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=30,
                  will=None, max_unacked=16):
@@ -73,7 +81,7 @@ class MQTTClient:
         await self._send(CONNECT, var + payload)
         kind, body = await asyncio.wait_for(self._read_packet(), timeout)  # type: int, bytes
         if kind != CONNACK or len(body) < 2 or body[1] != 0:
-            raise MQTTError("connection refused: %s" % (body[1] if len(body) > 1 else "?"))
+            raise Refused(body[1] if len(body) > 1 else None)
         self.connected = True
         self.last_rx = time.ticks_ms()
         for topic, qos in self.subscriptions:
@@ -138,16 +146,28 @@ class MQTTClient:
             await asyncio.sleep_ms(50)
         return pid not in self.unacked
 
-    async def maintain(self, link_up, on_connect, backoff_max=60):
+    async def maintain(self, link_up, on_connect, backoff_max=60, on_state=None):
         """Keep the session up for ever: `await link_up()` (the WiFi) before each attempt, connect (which
         renews the subscriptions and resends what is unacknowledged), `await on_connect()` (the owner's birth
-        messages), then read until the link breaks. Failed attempts back off, doubling to backoff_max s."""
+        messages), then read until the link breaks. Failed attempts back off, doubling to backoff_max s.
+        `on_state(state, detail)` hears why: broker_refused (its CONNACK code), broker_unreachable, connected."""
         backoff = 1
         while True:
             try:
                 if not self.alive() and await link_up():
                     await self.close()
-                    await self.connect()
+                    try:
+                        await self.connect()
+                    except Refused as exc:
+                        if on_state:
+                            on_state("broker_refused", exc.code)
+                        raise
+                    except Exception as exc:
+                        if on_state:
+                            on_state("broker_unreachable", str(exc) or type(exc).__name__)
+                        raise
+                    if on_state:
+                        on_state("connected", None)
                     await on_connect()
                     backoff = 1
                     await self.run()  # returns only by raising when the link breaks

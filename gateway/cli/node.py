@@ -319,6 +319,7 @@ def run_monitor(args: argparse.Namespace) -> int:
 def _serial_console(args: argparse.Namespace) -> int:
     import serial
 
+    from gateway.technician.console import explain
     from gateway.technician.port import check_port, port_error_message
 
     check_port(args.port)
@@ -334,6 +335,7 @@ def _serial_console(args: argparse.Namespace) -> int:
         ) from None
     _say(f"serial console of {args.port} at {args.baudrate} baud; Ctrl-C stops")
     deadline = None if args.duration is None else time.monotonic() + args.duration
+    pending = ""
     try:
         while deadline is None or time.monotonic() < deadline:
             try:
@@ -341,7 +343,14 @@ def _serial_console(args: argparse.Namespace) -> int:
             except serial.SerialException:
                 raise NodeToolError(f"{args.port} went away (unplugged?).") from None
             if data:
-                sys.stdout.write(data.decode(errors="replace").replace("\r\n", "\n"))
+                text = data.decode(errors="replace").replace("\r\n", "\n")
+                sys.stdout.write(text)
+                pending += text
+                *complete, pending = pending.split("\n")
+                for line in complete:  # the node's LINK lines, said in the technician's words too
+                    advice = explain(line)
+                    if advice:
+                        sys.stdout.write(advice + "\n")
                 sys.stdout.flush()
     finally:
         console.close()

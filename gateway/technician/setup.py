@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.technician import FIRMWARE, NodeToolError
+from gateway.technician.console import ConsoleReader
 from gateway.technician.deploy import deploy
 from gateway.technician.flash import FirmwareImage, flash
 from gateway.technician.provision import check_owner, provision
@@ -18,6 +19,9 @@ from gateway.technician.serial_board import Board
 from gateway.technician.watch import SENSOR_KEYS, BrokerOptions, NodeSeen, reading_words, rssi_words, watch
 
 PORT_RETURN_S = 15.0  # a board with native USB drops off the bus while it resets after flashing
+
+
+PROGRESS_S = 10.0  # seconds between "waiting for ..." lines during the check
 
 
 @dataclass
@@ -148,32 +152,82 @@ def run_setup(plan: SetupPlan, say: Callable[[str], None]) -> Verdict:
         broker = _check_broker(plan)
         say(f"4 reset      watching {config.get('topic', 'nodes')}/{config['id']} on {broker}")
         started: list[float] = []
+        console = ConsoleReader(plan.port, plan.baud)
 
         def reset() -> None:
             board.reset()
             started.append(time.monotonic())
+            console.start()  # the node's own account of its WiFi and broker, as it boots
 
-        seen = asyncio.run(
-            watch(
-                broker,
-                config.get("topic", "nodes"),
-                config["id"],
-                lambda line: say(f"             {line}"),
-                done=lambda s: s.complete(),
-                duration=plan.timeout,
-                ready=reset,
+        waiting = Waiting(config["id"], broker, plan.timeout, console, say, started)
+        try:
+            seen = asyncio.run(
+                watch(
+                    broker,
+                    config.get("topic", "nodes"),
+                    config["id"],
+                    lambda line: say(f"             {line}"),
+                    done=waiting.done,
+                    duration=plan.timeout,
+                    ready=reset,
+                )
             )
-        )
+        finally:
+            if started:
+                console.stop()
     finally:
         board.close()
     waited = time.monotonic() - started[0] if started else 0.0
     verdict = judge(config, seen, waited, broker, plan.port)
+    failure = console.failure() if started else None
+    if failure and not verdict.passed:
+        verdict.reasons = [failure]  # the node said why: that, not every possible cause
     for other in sorted(seen.other_boards(ours)):
         verdict.warnings.append(
             f"another board ({other}) is online as {config['id']} too: two boards with one id overwrite each "
             "other's status and readings; give one of them another id (cityedge node provision --id ... --reassign)"
         )
     return verdict
+
+
+class Waiting:
+    """While the check waits: done when the node has reported, or its console says why it cannot; what is
+    awaited and the time left, every PROGRESS_S seconds."""
+
+    def __init__(
+        self,
+        node: str,
+        broker: BrokerOptions,
+        limit: float,
+        console: ConsoleReader,
+        say: Callable[[str], None],
+        started: list[float],
+    ) -> None:
+        self.node, self.broker, self.limit, self.console, self.say, self.started = (
+            node,
+            broker,
+            limit,
+            console,
+            say,
+            started,
+        )
+        self.next_word = PROGRESS_S
+
+    def done(self, seen: NodeSeen) -> bool:
+        if seen.complete() or self.console.failure() is not None:
+            return True
+        if not self.started:
+            return False
+        waited = time.monotonic() - self.started[0]
+        if waited >= self.next_word:
+            self.next_word += PROGRESS_S
+            state = self.console.state
+            link = f"; its console says: {state[1]}" if state else ""
+            self.say(
+                f"             waiting for {self.node}'s first reading on {self.broker}{link} "
+                f"({max(0, self.limit - waited):.0f} s left)"
+            )
+        return False
 
 
 def _check_broker(plan: SetupPlan) -> BrokerOptions:

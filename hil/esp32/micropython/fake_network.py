@@ -5,7 +5,9 @@ import os
 import fake_machine as machine
 
 STA_IF, AP_IF = 0, 1
-STAT_GOT_IP = 1010
+# As MicroPython's ESP32 port numbers them.
+STAT_IDLE, STAT_CONNECTING, STAT_GOT_IP = 1000, 1001, 1010
+STAT_NO_AP_FOUND, STAT_WRONG_PASSWORD, STAT_CONNECT_FAIL = 201, 202, 203
 
 
 class WLAN:
@@ -36,7 +38,20 @@ class WLAN:
     def status(self, param=None):
         if param == "rssi":
             return int(machine._hw().get("rssi", -61))
-        return STAT_GOT_IP if self.isconnected() else 0
+        if self.isconnected():
+            return STAT_GOT_IP
+        if not self._active or not hasattr(self, "ssid"):
+            return STAT_IDLE
+        expected = os.getenv("CITYEDGE_WIFI")
+        if not machine._hw().get("wifi", True):
+            return STAT_NO_AP_FOUND  # cut: as a board out of range sees it
+        if expected is not None:
+            ssid, _, key = expected.partition("\n")
+            if ssid != self.ssid:
+                return STAT_NO_AP_FOUND
+            if key != self.key:
+                return STAT_WRONG_PASSWORD
+        return STAT_CONNECTING
 
     def ifconfig(self):
         return ("127.0.0.1", "255.0.0.0", "127.0.0.1", "127.0.0.1")
