@@ -28,13 +28,19 @@ def _blocks(page: Path) -> list[tuple[str, str]]:
     return [(m.group(1), m.group(2)) for m in FENCE.finditer(page.read_text())]
 
 
+def is_session(body: str) -> bool:
+    """A block that starts programs in the background (`... &`) is a session, followed whole by its own test
+    (tests/test_rehearsal.py), not command by command here."""
+    return any(line.split("  #")[0].rstrip().endswith("&") for line in body.splitlines())
+
+
 def _commands() -> list[tuple[str, str, str | None]]:
     """(page, command, the plain block right after it if any) for every cityedge command shown."""
     out = []
     for page in PAGES:
         blocks = _blocks(page)
         for i, (lang, body) in enumerate(blocks):
-            if lang != "sh":
+            if lang != "sh" or is_session(body):
                 continue
             lines = [line.split("  #")[0].strip() for line in body.splitlines()]
             commands = [line for line in lines if line.startswith(".venv/bin/cityedge ")]
@@ -49,6 +55,14 @@ COMMANDS = _commands()
 
 def test_docs_show_commands() -> None:
     assert len(COMMANDS) >= 8
+
+
+def test_every_session_block_is_followed_by_a_test() -> None:
+    from tests.test_rehearsal import SESSIONS
+
+    sessions = [(p.name, body) for p in PAGES for lang, body in _blocks(p) if lang == "sh" and is_session(body)]
+    for page, body in sessions:
+        assert any(page == known and marker in body for known, marker in SESSIONS), f"{page}: untested session"
 
 
 @pytest.mark.parametrize(("page", "command", "expected"), COMMANDS, ids=[f"{p}:{c[19:50]}" for p, c, _ in COMMANDS])

@@ -17,9 +17,9 @@ from gateway.technician import NodeToolError
 from gateway.technician.flash import CHIPS, esptool_args, explain_esptool_failure, inspect_image
 from gateway.technician.port import check_port
 from hil.esp32.esprom import EspRom
+from hil.esp32.images import app_image, combined_image, write
 from hil.ptyline import raw_port
 from tests.cli_harness import cityedge
-from tests.firmware_images import app_image, combined_image, write
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from gateway.common.problems import ConfigError
 from gateway.technician import NodeToolError
 from gateway.technician.flash import CHIPS, inspect_bytes
 from gateway.technician.provision import load_inventory, node_config, node_settings
-from tests.firmware_images import combined_image
+from hil.esp32.images import combined_image
 
 IMAGE = combined_image(CHIPS["esp32"].image_id, CHIPS["esp32"].offset)
 INVENTORY = (Path(__file__).resolve().parent.parent / "docs" / "technician" / "set-up-a-node.md").read_text()

@@ -107,7 +107,7 @@ def test_a_blank_board_is_flashed_and_passes(
 ) -> None:
     """From a new ESP32 to a reporting node: esptool writes MicroPython into the emulated board's SPI flash,
     the board boots it, and deploy, provision and the check follow."""
-    from tests.firmware_images import combined_image
+    from hil.esp32.images import combined_image
 
     board = board_factory(network=broker.address, blank=True)
     before = cityedge("node", "deploy", "--port", board.port, "--timeout", "2")

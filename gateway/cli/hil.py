@@ -41,6 +41,15 @@ def register(sub: Any) -> None:
     run.add_argument("--json", action="store_true", help="the report as JSON")
     run.set_defaults(handler=needs(HIL_EXTRA, run_run))
 
+    image = actions.add_parser(
+        "image", help="write a firmware image for rehearsing on the emulated board (not for a real ESP32)"
+    )
+    image.add_argument("--out", type=Path, required=True, metavar="FILE", help="where to write the image")
+    image.add_argument("--chip", choices=["esp32", "esp32s2", "esp32s3", "esp32c3", "esp32c6"], default="esp32",
+                       help="the chip it is built for")  # fmt: skip
+    image.add_argument("--version", default="v1.24.1-rehearsal", help="the version the emulated board reports")
+    image.set_defaults(handler=run_image)
+
     board = actions.add_parser("board", help="an emulated ESP32 with MicroPython on a serial port, for the node tools")
     board.add_argument("--dir", type=Path, required=True, help="the board's state: flash/, console.log, the port link")
     board.add_argument(
@@ -78,6 +87,17 @@ def register(sub: Any) -> None:
 def default_socket(name: str) -> Path:
     base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
     return base / f"cityedge-hil-{name}.sock"
+
+
+def run_image(args: argparse.Namespace) -> int:
+    from hil.esp32.images import rehearsal_image
+
+    args.out.write_bytes(rehearsal_image(args.chip, args.version))
+    print(
+        f"wrote {args.out}: MicroPython {args.version} for {args.chip}, for the emulated board only "
+        "(it holds no MicroPython: a real ESP32 would not boot it)"
+    )
+    return 0
 
 
 def run_run(args: argparse.Namespace) -> int:

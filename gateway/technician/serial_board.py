@@ -37,8 +37,10 @@ _INFO = """
 import sys, os
 try:
     _m = os.uname().machine
+    _r = os.uname().release
 except AttributeError:
     _m = sys.platform
+    _r = None
 try:
     _s = os.statvfs('/')
     _free = _s[0] * _s[3]
@@ -50,7 +52,7 @@ try:
 except Exception:
     _id = None
 print(repr((sys.platform, tuple(sys.implementation.version[:3]), getattr(sys.implementation, '_mpy', 0), _m, _free,
-            _id)))
+            _id, _r)))
 """
 _HASHES = """
 import hashlib, binascii
@@ -109,6 +111,11 @@ class BoardInfo:
     machine: str  # os.uname().machine, e.g. "Generic ESP32 module with ESP32"
     free_bytes: int | None  # free space on the flash filesystem
     unique_id: str | None = None  # machine.unique_id() in hex (an ESP32's MAC): the firmware reports it as `board`
+    release: str | None = None  # os.uname().release: the MicroPython build as its makers name it, e.g. 1.24.1
+
+    @property
+    def version_text(self) -> str:
+        return self.release or ".".join(str(v) for v in self.version)
 
     @property
     def mpy_version(self) -> int:
@@ -120,7 +127,7 @@ class BoardInfo:
         return MPY_ARCHS[index] if index < len(MPY_ARCHS) else None
 
     def describe(self) -> str:
-        version = ".".join(str(v) for v in self.version)
+        version = self.version_text
         return f"MicroPython {version} on {self.machine} (.mpy v{self.mpy_version}, {self.arch or 'no native code'})"
 
 
@@ -192,8 +199,8 @@ class Board:
         return ast.literal_eval(self.exec(code).decode().strip())
 
     def info(self) -> BoardInfo:
-        platform, version, mpy, machine, free, unique = self.eval(_INFO)
-        return BoardInfo(str(platform), tuple(version), int(mpy), str(machine), free, unique)
+        platform, version, mpy, machine, free, unique, release = self.eval(_INFO)
+        return BoardInfo(str(platform), tuple(version), int(mpy), str(machine), free, unique, release)
 
     # -- files -------------------------------------------------------------------------------------
 

@@ -140,8 +140,10 @@ def run_setup(plan: SetupPlan, say: Callable[[str], None]) -> Verdict:
         raise
     try:
         if plan.image is None:
-            version = ".".join(str(v) for v in board.info().version)
-            say(f"1 flash      skipped (MicroPython {version} already on the board; --firmware flashes it)")
+            say(
+                f"1 flash      skipped (MicroPython {board.info().version_text} already on the board; "
+                "--firmware flashes it)"
+            )
         check_owner(board, config["id"], reassign=plan.reassign)  # before anything is written to it
         report = deploy(board, plan.source, compile_modules=plan.compile_modules)
         ours = report.board.unique_id

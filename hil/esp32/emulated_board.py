@@ -58,13 +58,18 @@ DONE_IDLE_S, GAVE_UP_IDLE_S = 0.5, 3.0  # download mode ends this long after esp
 BLANK_BOOT = "invalid header: 0xffffffff\r\n"
 
 
-def has_micropython(spi: bytes, chip: str) -> bool:
-    """Whether the SPI flash holds a MicroPython build for the chip at the chip's offset."""
+def flashed_version(spi: bytes, chip: str) -> str | None:
+    """The version of the MicroPython build for the chip that the SPI flash holds at the chip's offset, if any."""
     try:
         found = inspect_bytes(spi[CHIPS[chip].offset :], Path("spi_flash.bin"), chip)
     except NodeToolError:
-        return False
-    return found.chip.name == chip
+        return None
+    return found.version if found.chip.name == chip else None
+
+
+def has_micropython(spi: bytes, chip: str) -> bool:
+    """Whether the SPI flash holds a MicroPython build for the chip at the chip's offset."""
+    return flashed_version(spi, chip) is not None
 
 
 class EmulatedBoard:
@@ -191,6 +196,10 @@ class EmulatedBoard:
                 env["CITYEDGE_NET"] = f"{self.network[0]}:{self.network[1]}"
             if self.wifi:
                 env["CITYEDGE_WIFI"] = f"{self.wifi[0]}\n{self.wifi[1]}"
+            env.pop("CITYEDGE_FIRMWARE", None)
+            version = flashed_version(bytes(self.spi), self.chip)
+            if version:  # the board says it runs what was flashed (the unix port stands in for it)
+                env["CITYEDGE_FIRMWARE"] = version
             self.proc = await boot("chip.py", str(FAKES), mode, flash=self.flash, env=env, heap=self.heap, console=True)
             self._up.clear()
             self._exit_code = None

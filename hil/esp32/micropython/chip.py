@@ -29,7 +29,12 @@ sys.modules["socket"] = fake_socket
 import os  # noqa: E402
 
 from exits import EXIT_SOFT, EXIT_SOFT_RAW  # noqa: E402
-BANNER = "MicroPython v%d.%d.%d on 2026-01-01; CityEdge emulated board with ESP32\r\nType \"help()\" for more information.\r\n"
+
+FLASHED = os.getenv("CITYEDGE_FIRMWARE")  # the version of the image flashed onto this board: its banner says it
+_VERSION = FLASHED or "v%d.%d.%d" % sys.implementation.version[:3]
+BANNER = "MicroPython " + _VERSION + " on 2026-01-01; CityEdge emulated board with ESP32\r\nType \"help()\" for more information.\r\n"
+
+
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 WINDOW = 256  # raw-paste flow-control window, as on the chip (MICROPY_REPL_STDIN_BUFFER_MAX)
 
@@ -174,7 +179,7 @@ def raw_repl(main):
 
 
 def friendly_repl(main):
-    out(BANNER % sys.implementation.version[:3])
+    out(BANNER)
     while True:
         out(b">>> ")
         line = bytearray()
@@ -183,10 +188,10 @@ def friendly_repl(main):
             if c == 1:  # Ctrl-A: raw REPL
                 out(b"\r\n")
                 raw_repl(main)
-                out(BANNER % sys.implementation.version[:3])
+                out(BANNER)
                 break
             if c == 2:
-                out(b"\r\n" + BANNER % sys.implementation.version[:3])
+                out(b"\r\n" + BANNER.encode())
                 break
             if c == 3:
                 out(b"\r\n")

@@ -1,7 +1,11 @@
-"""ESP32 firmware images built the way ESP-IDF lays them out, for testing the image checks and flashing.
+"""ESP32 firmware images built the way ESP-IDF lays them out: for rehearsals and for testing the image checks.
 
 A combined image starts with the bootloader (image header with the chip id), has the partition
-table at flash 0x8000 and the app (with its esp_app_desc_t) in the factory partition.
+table at flash 0x8000 and the app (with its esp_app_desc_t) in the factory partition. It is not
+MicroPython: esptool, `cityedge node flash` and the emulated board accept it as they would a
+release from micropython.org, and the emulated board then runs its unix port of MicroPython,
+reporting the version written into the image. Only for rehearsing on the emulated board: on a
+real ESP32 it would not boot. `cityedge hil image` writes one.
 """
 
 from __future__ import annotations
@@ -48,3 +52,14 @@ def combined_image(chip_id: int, offset: int, *, project: str = "micropython", v
 def write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+REHEARSAL_VERSION = "v1.24.1-rehearsal"
+
+
+def rehearsal_image(chip: str = "esp32", version: str = REHEARSAL_VERSION) -> bytes:
+    """The image `cityedge hil image` writes: for the emulated board only."""
+    from gateway.technician.flash import CHIPS
+
+    spec = CHIPS[chip]
+    return combined_image(spec.image_id, spec.offset, version=version)
