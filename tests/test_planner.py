@@ -38,6 +38,7 @@ def _point(name: str, table: Table, address: int, registers: int, dtype: DataTyp
         device_class=None,
         state_class=None,
         control=None,
+        category=None,
         description=None,
         initial=None,
         group=None,

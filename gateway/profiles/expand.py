@@ -44,6 +44,7 @@ class PointSpec:
     device_class: str | None
     state_class: str | None
     control: str | None
+    category: str | None  # config (an installation setting) | diagnostic (a status or check word) | None
     description: str | None
     initial: Value | None
     group: str | None
@@ -235,6 +236,7 @@ def _build_point(
         device_class=f.get("device_class"),
         state_class=f.get("state_class"),
         control=f.get("control"),
+        category=f.get("category"),
         description=f.get("description"),
         initial=f.get("initial"),
         group=group,

@@ -71,6 +71,11 @@ class PointFields(Strict):
         None, description="Home Assistant state class: measurement, total, total_increasing, measurement_angle"
     )
     control: Literal["sbo"] | None = Field(None, description="sbo: writes need select-before-operate")
+    category: Literal["config", "diagnostic"] | None = Field(
+        None,
+        description="config: an installation setting (bus address, baud rate), not offered for everyday use; "
+        "diagnostic: a status or check word for troubleshooting",
+    )
     description: str | None = None
     initial: Scalar | None = Field(None, description="value an emulator starts with")
     group: str | None = Field(None, description="poll group (see poll_groups); default: the device's poll interval")

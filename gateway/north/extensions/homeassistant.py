@@ -10,6 +10,7 @@ Re-sent when Home Assistant announces itself on `<prefix>/status`.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -31,11 +32,21 @@ def _value(name: str) -> str:
     return "{{ value_json['values'].get('%s') }}" % name
 
 
-def component(p: PointSpec, set_topic: str) -> dict[str, Any] | None:
+def readable_name(name: str) -> str:
+    """`ballast_3_arc_power` as a person writes it: `Ballast 3 arc power`."""
+    words = name.replace("_", " ").strip()
+    return words[:1].upper() + words[1:]
+
+
+def component(p: PointSpec, set_topic: str, base: str = "", device_id: str = "") -> dict[str, Any] | None:
     """The discovery entry of one point, or None when it is not offered."""
     if p.sbo:
         return None
-    entry: dict[str, Any] = {"name": p.name.replace("_", " ")}
+    entry: dict[str, Any] = {"name": readable_name(p.name)}
+    if p.category == "config":  # an installation setting: in the device's settings, switched off until wanted
+        entry.update(entity_category="config", enabled_by_default=False)
+    elif p.category == "diagnostic":
+        entry["entity_category"] = "diagnostic"
     for key, ha_key in (
         ("unit", "unit_of_measurement"),
         ("device_class", "device_class"),
@@ -86,12 +97,28 @@ def component(p: PointSpec, set_topic: str) -> dict[str, Any] | None:
         )
         if entry.get("device_class") not in BINARY_CLASSES:
             entry.pop("device_class", None)
+        if base:  # a bit that failed to read is unavailable, not OFF (OFF would say "no fault" about a fault bit)
+            entry["availability"] = [
+                *_device_availability(base, device_id),
+                {
+                    "topic": f"{base}/{device_id}/state",
+                    "value_template": "{{ 'offline' if '%s' in (value_json.errors or {}) else 'online' }}" % p.name,
+                },
+            ]
+            entry["availability_mode"] = "all"
         return entry
     entry.update(p="sensor", value_template=_value(p.name))
     if p.dtype is DataType.ENUM and p.enum:
         entry.update(device_class="enum", options=list(p.enum.values()))
         entry.pop("state_class", None)
     return entry
+
+
+def _device_availability(base: str, device_id: str) -> list[dict[str, str]]:
+    return [
+        {"topic": f"{base}/status", "value_template": "{{ value_json.state }}"},
+        {"topic": f"{base}/{device_id}/availability"},
+    ]
 
 
 class HomeAssistant(Extension):
@@ -102,6 +129,7 @@ class HomeAssistant(Extension):
             return
         self.mqtt.on_connect(self.publish)
         self.mqtt.handle(f"{settings.prefix}/status", self.on_ha_status)
+        self.mqtt.handle(f"{settings.prefix}/device/+/config", self.on_announced)
 
     async def on_ha_status(self, message: aiomqtt.Message) -> None:
         if message.payload in (b"online", "online"):
@@ -117,7 +145,7 @@ class HomeAssistant(Extension):
         set_topic = f"{base}/{device_id}/set"
         components = {}
         for p in resolved.points:
-            entry = component(p, set_topic)
+            entry = component(p, set_topic, base, device_id)
             if entry is not None:
                 entry["unique_id"] = _object_id(gateway, device_id, p.name)
                 components[p.name] = entry
@@ -133,11 +161,49 @@ class HomeAssistant(Extension):
             "o": {"name": "CityEdge", "sw": __version__},
             "cmps": components,
             "state_topic": f"{base}/{device_id}/state",
-            "availability": [
-                {"topic": f"{base}/status", "value_template": "{{ value_json.state }}"},
-                {"topic": f"{base}/{device_id}/availability"},
-            ],
+            "availability": _device_availability(base, device_id),
             "availability_mode": "all",
+            "qos": 1,
+        }
+
+    def gateway_discovery(self) -> dict[str, Any]:
+        """The gateway itself, with its health: what every device's `via_device` points at."""
+        config = self.ctx.loaded.config
+        gateway, base = config.gateway.id, self.ctx.base
+        health = "{{ value_json%s }}"
+        sensors = {
+            "uptime": ("Uptime", health % ".uptime_s", {"unit_of_measurement": "s", "device_class": "duration"}),
+            "outbox_depth": ("Outbox depth", health % ".outbox.depth", {"unit_of_measurement": "messages"}),
+            "devices_online": ("Devices online", health % ".devices.online", {}),
+            "devices_degraded": ("Devices degraded", health % ".devices.degraded", {}),
+            "devices_offline": ("Devices offline", health % ".devices.offline", {}),
+            "links": ("Links", "{{ value_json.links | length }}", {}),
+            "memory": ("Memory", health % ".memory_mb", {"unit_of_measurement": "MB", "device_class": "data_size"}),
+        }
+        components: dict[str, Any] = {}
+        for key, (name, template, extra) in sensors.items():
+            components[key] = {
+                "p": "sensor",
+                "name": name,
+                "unique_id": _object_id(gateway, "gateway", key),
+                "state_topic": f"{base}/health",
+                "value_template": template,
+                "entity_category": "diagnostic",
+                "state_class": "measurement",
+                **extra,
+            }
+        components["uptime"]["state_class"] = "total_increasing"
+        return {
+            "dev": {
+                "ids": [_object_id(gateway)],
+                "name": f"CityEdge gateway {gateway}" + (f" ({config.gateway.site})" if config.gateway.site else ""),
+                "mf": "CityEdge",
+                "mdl": "street-cabinet gateway",
+                "sw": __version__,
+            },
+            "o": {"name": "CityEdge", "sw": __version__},
+            "cmps": components,
+            "availability": [{"topic": f"{base}/status", "value_template": "{{ value_json.state }}"}],
             "qos": 1,
         }
 
@@ -145,7 +211,8 @@ class HomeAssistant(Extension):
         loaded = self.ctx.loaded
         prefix = loaded.config.homeassistant.prefix
         gateway = loaded.config.gateway.id
-        current = set()
+        current = {f"{prefix}/device/{_object_id(gateway)}/config"}
+        self.mqtt.publish(next(iter(current)), self.gateway_discovery(), Kind.CONTROL, retain=True, qos=1)
         for device in self.ctx.store.devices():  # polled devices and ESP32 nodes alike
             topic = f"{prefix}/device/{_object_id(gateway, device.id)}/config"
             current.add(topic)
@@ -153,3 +220,26 @@ class HomeAssistant(Extension):
         for topic in self.sent - current:  # devices that left the configuration: remove them from HA
             self.mqtt.publish(topic, b"", Kind.CONTROL, retain=True, qos=1)
         self.sent = current
+
+    async def on_announced(self, message: aiomqtt.Message) -> None:
+        """A retained announcement on the broker: one of ours for a device that is gone (removed while the
+        gateway was stopped) is cleared, with the device's retained availability and health."""
+        topic = str(message.topic)
+        gateway = self.ctx.loaded.config.gateway.id
+        mine = _object_id(gateway) + "_"
+        object_id = topic.split("/")[-2]
+        if not message.payload or not object_id.startswith(mine) or topic in self.sent:
+            return
+        try:
+            state_topic = json.loads(message.payload)["state_topic"]
+        except (ValueError, KeyError, TypeError):
+            return
+        base = self.ctx.base
+        if not isinstance(state_topic, str) or not state_topic.startswith(base + "/"):
+            return
+        device_id = state_topic[len(base) + 1 : -len("/state")]
+        if self.ctx.store.get(device_id) is not None:
+            return  # still configured: announced again by publish()
+        self.mqtt.publish(topic, b"", Kind.CONTROL, retain=True, qos=1)
+        for leaf in ("availability", "health"):
+            self.mqtt.publish(f"{base}/{device_id}/{leaf}", b"", Kind.CONTROL, retain=True, qos=1)
