@@ -131,6 +131,11 @@ class BoardInfo:
         return f"MicroPython {version} on {self.machine} (.mpy v{self.mpy_version}, {self.arch or 'no native code'})"
 
 
+def _last_line(exc: TransportExecError) -> str:
+    lines: list[str] = exc.error_output.strip().splitlines() or ["?"]
+    return lines[-1]
+
+
 class Board:
     def __init__(self, port: str, baud: int = 115200, connect_timeout: float = 10.0) -> None:
         self.port = port
@@ -186,13 +191,9 @@ class Board:
             result: bytes = self.transport.exec(code)
             return result
         except TransportExecError as exc:
-            last = (exc.error_output.strip().splitlines() or ["?"])[-1]
-            raise NodeToolError(f"The board reported an error: {last}") from None
+            raise NodeToolError(f"The board reported an error: {_last_line(exc)}") from None
         except (TransportError, OSError) as exc:
-            raise NodeToolError(
-                f"Lost the board on {self.port} ({exc}): unplugged? Plug it back in and run again; the old app is "
-                "intact (new files are only put in place once all of them are on the board and checked)."
-            ) from None
+            raise self._lost(exc) from None
 
     def eval(self, code: str) -> Any:
         """Run code that prints one repr() and return the value."""
@@ -219,15 +220,19 @@ class Board:
         try:
             self.transport.fs_writefile(path, data, chunk_size=512)
         except TransportExecError as exc:
-            last = (exc.error_output.strip().splitlines() or ["?"])[-1]
+            last = _last_line(exc)
             if "ENOSPC" in last or "28" in last:
                 raise NodeToolError(f"The board's flash is full while writing {path}.") from None
             raise NodeToolError(f"Could not write {path} on the board: {last}") from None
         except (TransportError, OSError) as exc:
-            raise NodeToolError(
-                f"Lost the board on {self.port} while writing {path} ({exc}): unplugged? Plug it back in and run "
-                "again; the old app is intact (the next run also removes the half-written copy)."
-            ) from None
+            raise self._lost(exc, f" while writing {path}") from None
+
+    def _lost(self, exc: Exception, doing: str = "") -> NodeToolError:
+        return NodeToolError(
+            f"Lost the board on {self.port}{doing} ({exc}): unplugged? Plug it back in and run again; the old app "
+            "is intact (new files are put in place only once all are on the board and checked, and the next run "
+            "removes half-written copies)."
+        )
 
     def rename(self, source: str, target: str) -> None:
         self.exec(f"import os\nos.rename({source!r}, {target!r})")
