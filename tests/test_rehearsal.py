@@ -56,16 +56,17 @@ def test_the_rehearsal_on_the_technicians_page_as_printed(tmp_path: Path) -> Non
     background: list[subprocess.Popen[bytes]] = []
     outputs: list[str] = []
 
-    def run(line: str) -> subprocess.CompletedProcess[str]:
+    def here(line: str) -> str:
+        """The page's line for this test: its own port and directory, then this checkout's command."""
         line = line.replace("1884", port).replace("/tmp/", f"{tmp_path}/")
+        return line.replace(".venv/bin/cityedge", str(ROOT / ".venv" / "bin" / "cityedge"))
+
+    def run(line: str) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             shlex.split(line), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180, check=False
         )
         outputs.append(result.stdout + result.stderr)
         return result
-
-    def cityedge(line: str) -> str:
-        return line.replace(".venv/bin/cityedge", str(ROOT / ".venv" / "bin" / "cityedge"))
 
     try:
         for line in _session():
@@ -74,7 +75,7 @@ def test_the_rehearsal_on_the_technicians_page_as_printed(tmp_path: Path) -> Non
                     key, _, value = pair.partition("=")
                     env[key] = value
             elif line.endswith("&"):
-                argv = shlex.split(cityedge(line[:-1]).replace("1884", port).replace("/tmp/", f"{tmp_path}/"))
+                argv = shlex.split(here(line[:-1]))
                 background.append(subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL))
                 if "hil board" in line:
                     _wait_for(tmp_path / "board" / "ttyUSB0")
@@ -83,7 +84,7 @@ def test_the_rehearsal_on_the_technicians_page_as_printed(tmp_path: Path) -> Non
             elif line.startswith("kill -HUP %"):
                 background[int(line.rsplit("%", 1)[1]) - 1].send_signal(signal.SIGHUP)
             else:
-                result = run(cityedge(line))
+                result = run(here(line))
                 assert result.returncode == 0, result.stdout + result.stderr
         first, second = (o for o in outputs if "CityEdge node setup" in o)
         assert "1 flash      micropython v1.24.1-rehearsal for ESP32" in first and "PASS  pole-17-a" in first
@@ -93,7 +94,7 @@ def test_the_rehearsal_on_the_technicians_page_as_printed(tmp_path: Path) -> Non
         assert "PASS  pole-17-a" in second
         setup = next(line for line in _session() if "node setup" in line and "--firmware" not in line)
         for _ in range(2):  # four in a row, as a technician fixing a sensor's wiring does
-            again = run(cityedge(setup))
+            again = run(here(setup))
             assert again.returncode == 0 and "PASS  pole-17-a" in again.stdout, again.stdout
             assert "SAFE MODE" not in again.stdout
 
@@ -104,7 +105,7 @@ def test_the_rehearsal_on_the_technicians_page_as_printed(tmp_path: Path) -> Non
         background.append(subprocess.Popen(shlex.split(board2), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL))
         _wait_for(tmp_path / "board2" / "ttyUSB0")
         started = time.monotonic()
-        wrong = run(cityedge(setup.replace("/tmp/board/", "/tmp/board2/")))
+        wrong = run(here(setup.replace("/tmp/board/", "/tmp/board2/")))
         assert time.monotonic() - started < 10, wrong.stdout
         assert wrong.returncode == 1 and "FAIL  pole-17-a: the WiFi password is wrong" in wrong.stdout
     finally:
