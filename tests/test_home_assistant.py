@@ -64,6 +64,21 @@ async def test_settings_diagnostics_failed_bits_and_names(world: World) -> None:
     assert "ballast_1_lamp_failure" in template and "errors" in template and "'offline'" in template
 
 
+async def test_dali_lamps_and_groups_are_lights_with_brightness(world: World) -> None:
+    w = world.watcher
+    lamps = (await w.topic(f"{PREFIX}/cityedge_block_lamps/config")).json()["cmps"]
+    ballast, group = lamps["ballast_1_arc_power"], lamps["group_1_arc_power"]
+    assert (ballast["p"], ballast["brightness_scale"], ballast["on_command_type"]) == ("light", 100, "brightness")
+    assert ballast["state_topic"] == f"{BASE}/lamps/state" and "ballast_1_arc_power" in ballast["state_value_template"]
+    assert group["p"] == "light" and group["optimistic"] is True  # written, never read back
+    # What Home Assistant sends for "brightness 40" and for "off" reaches the lamp through the command service.
+    brightness = ballast["brightness_command_template"].replace("{{ value }}", "40")
+    await w.send(ballast["brightness_command_topic"], brightness)
+    await w.wait_for(lambda s: s.topic == f"{BASE}/lamps/state" and s.json()["values"]["ballast_1_level"] == 40)
+    await w.send(ballast["command_topic"], ballast["payload_off"])
+    await w.wait_for(lambda s: s.topic == f"{BASE}/lamps/state" and s.json()["values"]["ballast_1_level"] == 0)
+
+
 async def test_a_device_removed_while_the_gateway_was_stopped_leaves_nothing_behind(
     mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:

@@ -104,7 +104,7 @@ async def test_retained_birth_and_home_assistant_discovery(world: World) -> None
         voltage = discovery["cmps"]["voltage_l1"]
         assert (voltage["p"], voltage["device_class"], voltage["unit_of_measurement"]) == ("sensor", "voltage", "V")
         lamps = (await late.topic("homeassistant/device/cityedge_block_lamps/config")).json()["cmps"]
-        assert lamps["ballast_1_arc_power"]["p"] == "number" and lamps["ballast_1_arc_power"]["max"] == 100
+        assert lamps["ballast_1_arc_power"]["p"] == "light" and lamps["ballast_1_arc_power"]["brightness_scale"] == 100
         assert lamps["ballast_1_lamp_failure"]["p"] == "binary_sensor"
         relay = (await late.topic("homeassistant/device/cityedge_block_relay/config")).json()["cmps"]
         assert "breaker_command" not in relay  # select-before-operate is not offered to HA

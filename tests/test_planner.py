@@ -39,6 +39,7 @@ def _point(name: str, table: Table, address: int, registers: int, dtype: DataTyp
         state_class=None,
         control=None,
         category=None,
+        entity=None,
         description=None,
         initial=None,
         group=None,

@@ -45,6 +45,7 @@ class PointSpec:
     state_class: str | None
     control: str | None
     category: str | None  # config (an installation setting) | diagnostic (a status or check word) | None
+    entity: str | None  # light: a dimmable lamp level, for Home Assistant
     description: str | None
     initial: Value | None
     group: str | None
@@ -237,6 +238,7 @@ def _build_point(
         state_class=f.get("state_class"),
         control=f.get("control"),
         category=f.get("category"),
+        entity=f.get("entity"),
         description=f.get("description"),
         initial=f.get("initial"),
         group=group,
@@ -264,6 +266,8 @@ def _neutral_checks(dtype: DataType, access: Access, f: dict[str, Any], bad: Any
             bad("plausible", f"plausible is [low, high] with low below high, got [{plausible[0]}, {plausible[1]}]")
     if access.writable and (dtype in NUMERIC_TYPES or dtype is DataType.BITFIELD) and (lo is None or hi is None):
         bad("access", f"writable point needs min and max (access is {access.value})")
+    if f.get("entity") == "light" and (not access.writable or dtype not in NUMERIC_TYPES or hi is None):
+        bad("entity", "a light is a writable number with a max (its full brightness)")
     if f.get("control") == "sbo" and not access.writable:
         bad("control", "select-before-operate (control: sbo) needs a writable point")
 

@@ -71,6 +71,9 @@ class PointFields(Strict):
         None, description="Home Assistant state class: measurement, total, total_increasing, measurement_angle"
     )
     control: Literal["sbo"] | None = Field(None, description="sbo: writes need select-before-operate")
+    entity: Literal["light"] | None = Field(
+        None, description="light: a dimmable lamp's level (0..max), shown by Home Assistant as a light"
+    )
     category: Literal["config", "diagnostic"] | None = Field(
         None,
         description="config: an installation setting (bus address, baud rate), not offered for everyday use; "

@@ -56,6 +56,8 @@ def component(p: PointSpec, set_topic: str, base: str = "", device_id: str = "")
         if value is not None:
             entry[ha_key] = value
     boolean = p.dtype in (DataType.BOOL, DataType.BIT)
+    if p.entity == "light" and p.access.writable and p.max is not None:
+        return _light(entry, p, set_topic, base, device_id)
     if p.access.writable:
         entry["command_topic"] = set_topic
         if boolean:
@@ -111,6 +113,36 @@ def component(p: PointSpec, set_topic: str, base: str = "", device_id: str = "")
     if p.dtype is DataType.ENUM and p.enum:
         entry.update(device_class="enum", options=list(p.enum.values()))
         entry.pop("state_class", None)
+    return entry
+
+
+def _light(entry: dict[str, Any], p: PointSpec, set_topic: str, base: str, device_id: str) -> dict[str, Any]:
+    """A dimmable lamp level as a light with brightness: on is full level, off is 0, brightness in 0..max."""
+    full = int(p.max) if p.max is not None else 100
+    level = '{"values": {"%s": %%s}}' % p.name
+    entry.pop("unit_of_measurement", None)
+    entry.pop("device_class", None)
+    entry.pop("state_class", None)
+    entry.update(
+        p="light",
+        command_topic=set_topic,
+        payload_on=level % full,
+        payload_off=level % 0,
+        on_command_type="brightness",
+        brightness_command_topic=set_topic,
+        brightness_command_template=level % "{{ value }}",
+        brightness_scale=full,
+    )
+    if p.access.readable and base:
+        now = "value_json['values'].get('%s')" % p.name
+        entry.update(
+            state_topic=f"{base}/{device_id}/state",
+            state_value_template="{{ 'ON' if (%s or 0) > 0 else 'OFF' }}" % now,
+            brightness_state_topic=f"{base}/{device_id}/state",
+            brightness_value_template="{{ %s }}" % now,
+        )
+    else:
+        entry["optimistic"] = True  # a group or broadcast level: written, never read back
     return entry
 
 
