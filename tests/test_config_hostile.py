@@ -397,3 +397,42 @@ def test_run_locates_a_missing_secret_at_its_key(
     assert any(
         row.startswith(f"{config}:{line}:") and f" {key}: " in row and message in row for row in err.splitlines()
     )
+
+
+# The keys this stop added (plausible ranges, Home Assistant hints, the node grace): hostile values refused at
+# their line in plain words, never a traceback.
+NEW_KEYS = [
+    ("{plausible: [.nan, 500]}", "plausible[0]: must be a finite number, got nan"),
+    ("{plausible: [0, .inf]}", "plausible[1]: must be a finite number, got inf"),
+    ("{plausible: [0, 1e400]}", "plausible[1]: must be a finite number"),
+    ("{plausible: [500, 0]}", "plausible: plausible is [low, high] with low below high"),
+    ("{plausible: [[[[1]]], 2]}", "plausible[0]: must be a valid integer, got a list"),
+    ("{plausible: [1, 2, 3]}", "plausible: has 3 items, at most 2 allowed"),
+    ("{entity: light}", "entity: a light is a writable number with a max"),
+    ("{category: secret}", "category: must be 'config' or 'diagnostic', got 'secret'"),
+]
+
+
+@pytest.mark.parametrize(("fields", "says"), NEW_KEYS, ids=[f for f, _ in NEW_KEYS])
+def test_hostile_values_of_the_new_point_keys(fields: str, says: str, tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(_override(fields))
+    code, out = _bounded_check(path)
+    assert code == 2 and f"devices[0].overrides.voltage_l1.{says}" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("1e400", "bad duration '1e400'"),
+        (".nan", "must be a finite number of seconds"),
+        ("-5", "must not be negative"),
+        ("10000000", "must be between 0s and 1h"),
+        ("[[[[1]]]]", "mqtt.node_grace:"),
+    ],
+)
+def test_hostile_node_grace(value: str, says: str, tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(HEADER + f"mqtt: {{node_grace: {value}}}\n")
+    code, out = _bounded_check(path)
+    assert code == 2 and says in out and "Traceback" not in out

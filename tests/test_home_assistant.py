@@ -112,3 +112,35 @@ async def test_a_device_removed_while_the_gateway_was_stopped_leaves_nothing_beh
         assert not late.on(f"{PREFIX}/cityedge_hard_pole-2/config")  # gone from the broker for good
     finally:
         await late.stop()
+
+
+async def test_hostile_announcements_in_our_name_are_counted_and_left_alone(world: World) -> None:
+    """Anyone may write under homeassistant/device/: garbage in our name never crashes, never clears anything."""
+    w = world.watcher
+    await w.topic(f"{PREFIX}/cityedge_block/config")
+    hostile = {
+        "deep": ("[" * 5000 + "]" * 5000).encode(),
+        "huge": b'{"state_topic": "' + b"x" * 300_000 + b'"}',
+        "bytes": b"\xff\xfe\x00garbage",
+        "nan": b'{"state_topic": NaN}',
+        "list": b"[1, 2, 3]",
+        "elsewhere": b'{"state_topic": "cityedge/other/meter/state"}',
+    }
+    for name, payload in hostile.items():
+        await w.send(f"{PREFIX}/cityedge_block_{name}/config", payload, retain=True)
+    health = await w.wait_for(
+        lambda s: (
+            s.topic == f"{BASE}/health"
+            and sum(v for k, v in s.json()["dropped_inputs"].items() if k.startswith("homeassistant_")) >= 6
+        ),
+        timeout=15,
+    )
+    dropped = health.json()["dropped_inputs"]
+    assert dropped["homeassistant_bad_json"] >= 2 and dropped["homeassistant_payload_too_large"] >= 1
+    assert dropped["homeassistant_bad_announcement"] >= 3
+    for name in hostile:  # not ours to read, so not ours to clear
+        assert not [s for s in w.seen if s.topic == f"{PREFIX}/cityedge_block_{name}/config" and s.payload == b""]
+    for name in hostile:
+        await w.send(f"{PREFIX}/cityedge_block_{name}/config", b"", retain=True)
+    ok = await w.command(BASE, "lamps", {"values": {"ballast_1_arc_power": 20}})
+    assert ok["status"] == "ok"  # the gateway goes on

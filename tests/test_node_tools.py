@@ -678,3 +678,25 @@ def test_a_node_id_already_online_from_another_board_is_warned_about(
     assert "warning: another board (a4cf12000099) is online as pole-17-a too" in result.stdout
     alone = setup_node(board, nodes)  # the retained info is now our board's own: no warning
     assert alone.returncode == 0 and "another board" not in alone.stdout
+
+
+def test_the_console_reader_takes_garbage_and_endless_lines(tmp_path: Path) -> None:
+    """A board that prints noise (a wrong baud rate, a crash dump) must not cost the laptop memory or the check."""
+    from gateway.technician.console import KEEP, ConsoleReader
+
+    link = tmp_path / "ttyUSB0"
+    master, slave = raw_port(link)
+    reader = ConsoleReader(str(link)).start()
+    try:
+        os.write(master, os.urandom(20_000))  # noise, no line ends
+        os.write(master, b"\n" + b"LINK junk\n" * 1000 + b"\xff" * 5000 + b"\n")
+        os.write(master, b"LINK wrong_password: wrong password for WiFi cab\n")
+        deadline = time.monotonic() + 10
+        while reader.failure() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert reader.failure() is not None and "the WiFi password is wrong" in str(reader.failure())
+        assert len(reader.lines) <= KEEP and all(len(line) <= 600 for line in reader.lines)
+    finally:
+        reader.stop()
+        os.close(master)
+        os.close(slave)

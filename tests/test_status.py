@@ -72,3 +72,21 @@ def test_status_without_a_gateway_or_a_broker(mosquitto: MosquittoBroker) -> Non
     assert unreachable.returncode == 1 and f"cannot reach the broker at 127.0.0.1:{closed.port}" in unreachable.stdout
     usage = status("--base", "cityedge/x")
     assert usage.returncode == 2 and "status needs -c FILE" in usage.stderr
+
+
+def test_status_survives_hostile_retained_messages(mosquitto: MosquittoBroker) -> None:
+    base = "cityedge/hostile"
+    for topic, payload in (
+        (f"{base}/status", '{"state": "online"}'),
+        (f"{base}/health", "[" * 5000 + "]" * 5000),
+        (f"{base}/devices", "[NaN, 1e999, {}]"),
+        (f"{base}/d1/health", "{not json"),
+        (f"{base}/d2/health", '{"state": "offline", "reason": "timeout", "since": 1e999}'),
+    ):
+        subprocess.run(["mosquitto_pub", "-h", mosquitto.host, "-p", str(mosquitto.port), "-r", "-t", topic,
+                        "-m", payload], check=True, timeout=10)  # fmt: skip
+    shown = status("--broker", f"{mosquitto.host}:{mosquitto.port}", "--base", base, "--timeout", "2")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "Traceback" not in shown.stdout + shown.stderr
+    assert "warning  2 retained message(s) under cityedge/hostile could not be read" in shown.stdout
+    assert "d2" in shown.stdout and "offline" in shown.stdout and "timeout" in shown.stdout

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import ssl
 import time
 import uuid
@@ -22,8 +23,10 @@ from typing import Any
 from gateway.cli.errors import UsageError
 from gateway.cli.options import MQTT_PORT, address, seconds
 from gateway.common.problems import format_path
+from gateway.core.inputs import InputError, parse_json
 
 QUIET = 0.3  # seconds without a new retained message: the broker has sent them all
+MAX_MESSAGE = 1024 * 1024  # bytes, as the gateway's own session takes
 
 
 def register(sub: Any) -> None:
@@ -45,12 +48,11 @@ class Seen:
     health: dict[str, Any] | None = None
     devices: list[dict[str, Any]] = field(default_factory=list)
     device_health: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unreadable: int = 0
 
 
 def _connection(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     """aiomqtt.Client keyword arguments and the base topic, from the configuration and the options."""
-    import os
-
     kwargs: dict[str, Any] = {}
     base = args.base
     if args.config is not None:
@@ -106,9 +108,11 @@ async def collect(kwargs: dict[str, Any], base: str, timeout: float) -> Seen:
 
 
 def _take(seen: Seen, base: str, topic: str, payload: Any) -> None:
+    raw = payload if isinstance(payload, bytes | bytearray | str) else str(payload)
     try:
-        data = json.loads(payload if isinstance(payload, bytes | str) else bytes(payload))
-    except ValueError:
+        data = parse_json(raw, max_bytes=MAX_MESSAGE)
+    except InputError:
+        seen.unreadable += 1  # a retained message nobody can use: said, never trusted, never a crash
         return
     rest = topic[len(base) + 1 :]
     if rest == "status" and isinstance(data, dict):
@@ -124,10 +128,9 @@ def _take(seen: Seen, base: str, topic: str, payload: Any) -> None:
 def report(seen: Seen, base: str) -> dict[str, Any]:
     health = seen.health or {}
     devices = []
-    listed = [d.get("id") for d in seen.devices] or sorted(seen.device_health)
+    named: list[str] = [d["id"] for d in seen.devices if isinstance(d.get("id"), str)]
+    listed = list(dict.fromkeys([*named, *sorted(seen.device_health)]))  # the list's order, then any it lacks
     for device_id in listed:
-        if not isinstance(device_id, str):
-            continue
         h = seen.device_health.get(device_id, {})
         devices.append(
             {
@@ -152,6 +155,7 @@ def report(seen: Seen, base: str) -> dict[str, Any]:
         "mqtt": health.get("mqtt"),
         "links": health.get("links"),
         "all_devices": devices,
+        "unreadable_messages": seen.unreadable,
     }
 
 
@@ -181,6 +185,8 @@ def render(r: dict[str, Any]) -> str:
     order = ("online", "degraded", "offline", "unknown")
     shown = ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s)) or "none"
     lines.append(f"  devices  {shown}")
+    if r["unreadable_messages"]:
+        lines.append(f"  warning  {r['unreadable_messages']} retained message(s) under {r['base']} could not be read")
     width = max((len(d["id"]) for d in r["attention"]), default=0)
     for d in r["attention"]:
         reason = d["reason"] or "no reason given"

@@ -89,6 +89,10 @@ def _message(error: ErrorDetails, model: type[BaseModel], loc: tuple[Any, ...]) 
         return f"invalid value {value!r}: {_PATTERNS.get(pattern, 'must match ' + pattern)}"
     if kind in ("value_error", "assertion_error"):
         return str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind in ("too_long", "too_short"):
+        limit = ctx.get("max_length") if kind == "too_long" else ctx.get("min_length")
+        most = "at most" if kind == "too_long" else "at least"
+        return f"has {ctx.get('actual_length', '?')} items, {most} {limit} allowed"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return f"expected a mapping of settings, got {_shown(value)}"
     if kind == "list_type":

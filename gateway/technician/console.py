@@ -14,8 +14,11 @@ import os
 import re
 import threading
 import time
+from collections import deque
 
 LINE = re.compile(r"LINK (\w+): (.*)")
+KEEP = 200  # console lines (and link states) kept
+MAX_LINE = 512  # bytes of one console line looked at
 # What each state means for the technician, and what to do; None: not a failure.
 ADVICE = {
     "wrong_password": "the WiFi password is wrong (the node says so on its console): provision the right one",
@@ -39,8 +42,8 @@ class ConsoleReader:
     def __init__(self, port: str, baudrate: int = 115200) -> None:
         self.port = port
         self.baudrate = baudrate
-        self.lines: list[str] = []
-        self.states: list[tuple[str, str]] = []  # (state, words) in order
+        self.lines: deque[str] = deque(maxlen=KEEP)  # the console's last lines (garbage included: bounded)
+        self.states: deque[tuple[str, str]] = deque(maxlen=KEEP)  # (state, words) in order
         self.unplugged = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="node-console", daemon=True)
@@ -88,8 +91,9 @@ class ConsoleReader:
                 continue
             pending += data
             *complete, pending = pending.split(b"\n")
+            pending = pending[-MAX_LINE:]  # noise without line ends never piles up
             for raw in complete:
-                self._take(raw.decode(errors="replace").strip())
+                self._take(raw[:MAX_LINE].decode(errors="replace").strip())
         if console is not None:
             with contextlib.suppress(Exception):
                 console.close()
@@ -113,7 +117,7 @@ class ConsoleReader:
         state, words = self.states[-1]
         if state in CERTAIN:
             return f"{ADVICE[state]} ({words})"
-        failures = [s for s, _ in self.states if s not in ("connecting", "got_ip")]
+        failures = [s for s, _ in list(self.states) if s not in ("connecting", "got_ip")]
         if state in REPEATED and failures[-2:] == [state, state]:
             return f"{ADVICE[state]} ({words})"
         return None

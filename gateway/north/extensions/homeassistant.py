@@ -10,13 +10,13 @@ Re-sent when Home Assistant announces itself on `<prefix>/status`.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 import aiomqtt
 
 from gateway import __version__
+from gateway.core.inputs import InputError, parse_json
 from gateway.north.extensions.base import Extension
 from gateway.north.message import Kind
 from gateway.points.classes import BINARY_CLASSES
@@ -153,6 +153,9 @@ def _device_availability(base: str, device_id: str) -> list[dict[str, str]]:
     ]
 
 
+MAX_ANNOUNCEMENT = 256 * 1024  # bytes: a discovery message of ours is far smaller
+
+
 class HomeAssistant(Extension):
     def start(self) -> None:
         self.sent: set[str] = set()
@@ -262,12 +265,20 @@ class HomeAssistant(Extension):
         object_id = topic.split("/")[-2]
         if not message.payload or not object_id.startswith(mine) or topic in self.sent:
             return
-        try:
-            state_topic = json.loads(message.payload)["state_topic"]
-        except (ValueError, KeyError, TypeError):
-            return
+        raw = message.payload if isinstance(message.payload, bytes | bytearray | str) else str(message.payload)
         base = self.ctx.base
-        if not isinstance(state_topic, str) or not state_topic.startswith(base + "/"):
+        try:
+            data = parse_json(raw, max_bytes=MAX_ANNOUNCEMENT)
+        except InputError as exc:  # in our own name, but not ours to read: counted, left alone
+            self.ctx.faults.reject(f"homeassistant_{exc.code}", topic, exc)
+            return
+        state_topic = data.get("state_topic") if isinstance(data, dict) else None
+        if (
+            not isinstance(state_topic, str)
+            or not state_topic.startswith(base + "/")
+            or not state_topic.endswith("/state")
+        ):
+            self.ctx.faults.reject("homeassistant_bad_announcement", topic, "no state topic of this gateway")
             return
         device_id = state_topic[len(base) + 1 : -len("/state")]
         if self.ctx.store.get(device_id) is not None:
