@@ -207,7 +207,11 @@ class HomeAssistant(Extension):
         gateway, base = config.gateway.id, self.ctx.base
         health = "{{ value_json%s }}"
         sensors = {
-            "uptime": ("Uptime", health % ".uptime_s", {"unit_of_measurement": "s", "device_class": "duration"}),
+            "uptime": (
+                "Uptime",
+                health % ".uptime_s",
+                {"unit_of_measurement": "s", "device_class": "duration", "state_class": "total_increasing"},
+            ),
             "outbox_depth": ("Outbox depth", health % ".outbox.depth", {"unit_of_measurement": "messages"}),
             "devices_online": ("Devices online", health % ".devices.online", {}),
             "devices_degraded": ("Devices degraded", health % ".devices.degraded", {}),
@@ -227,7 +231,6 @@ class HomeAssistant(Extension):
                 "state_class": "measurement",
                 **extra,
             }
-        components["uptime"]["state_class"] = "total_increasing"
         return {
             "dev": {
                 "ids": [_object_id(gateway)],
