@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import termios
 import tty
 from collections import deque
 from dataclasses import dataclass
@@ -93,10 +94,26 @@ class PtyLine:
     """Two pty ends joined by a relay that can simulate wire time."""
 
     def __init__(
-        self, baudrate: int = 9600, parity: str = "N", stopbits: int = 1, *, wire_timing: bool = False
+        self,
+        baudrate: int = 9600,
+        parity: str = "N",
+        stopbits: int = 1,
+        *,
+        wire_timing: bool = False,
+        bytesize: int = 8,
+        turnaround: float | None = None,
+        follow_speed: bool = False,
     ) -> None:
-        self.baudrate, self.parity, self.stopbits = baudrate, parity, stopbits
+        """`turnaround`: silence at each change of direction (None: Modbus's t3.5). With `follow_speed` the line
+        carries bytes only when the gateway's port is set to the devices' speed (`device_baud`, which a meter
+        switching speed changes); otherwise they arrive as garbage, as on a real line at mismatched speeds."""
+        self.baudrate, self.parity, self.stopbits, self.bytesize = baudrate, parity, stopbits, bytesize
         self.wire_timing = wire_timing
+        self.turnaround = turnaround
+        self.follow_speed = follow_speed
+        self.device_baud = baudrate  # the speed the devices listen at
+        self.mismatched = 0  # chunks garbled by a speed mismatch
+        self._sent_at: deque[list[int]] = deque()  # [bytes left, speed] of what the devices sent, in order
         self.stats = LineStats()
         self._fds: list[int] = []
         self._writers: dict[int, _Writer] = {}
@@ -108,7 +125,28 @@ class PtyLine:
 
     @property
     def char(self) -> float:
-        return char_time(self.baudrate, self.parity, self.stopbits)
+        return char_time(self.device_baud, self.parity, self.stopbits, self.bytesize)
+
+    def device_sends(self, count: int, baud: int) -> None:
+        """The devices are about to send `count` bytes at `baud` (their speed while they send)."""
+        self._sent_at.append([count, baud])
+
+    def _speed_of(self, count: int) -> int:
+        """The speed the next `count` bytes from the devices were sent at."""
+        baud = self._sent_at[0][1] if self._sent_at else self.device_baud
+        while count > 0 and self._sent_at:
+            head = self._sent_at[0]
+            used = min(count, head[0])
+            head[0] -= used
+            count -= used
+            if head[0] == 0:
+                self._sent_at.popleft()
+        return baud
+
+    def gateway_baud(self) -> int:
+        """The speed the gateway's end of the line is set to now (termios belongs to the tty, not the fd)."""
+        speed = termios.tcgetattr(self._fds[1])[5]
+        return _SPEEDS.get(speed, 0)
 
     async def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
@@ -139,15 +177,20 @@ class PtyLine:
             self.stats.to_devices += len(data)
         else:
             self.stats.to_gateway += len(data)
+        baud = self.device_baud if direction == 1 else self._speed_of(len(data))
+        if self.follow_speed and self.gateway_baud() != baud:
+            self.mismatched += 1
+            data = bytes((b ^ 0x5A) | 0x80 for b in data)  # framing errors: nothing either side can read
         if not self.wire_timing or self._loop is None:
             self._writers[target].write(data)
             return
         now = self._loop.time()
         start = max(now, self._free_at)
         if direction != self._last_direction:
-            start = max(start, self._free_at + t35(self.baudrate, self.parity, self.stopbits))
+            silence = t35(self.baudrate, self.parity, self.stopbits) if self.turnaround is None else self.turnaround
+            start = max(start, self._free_at + silence)
         self._last_direction = direction
-        done = start + len(data) * self.char
+        done = start + len(data) * char_time(baud, self.parity, self.stopbits, self.bytesize)
         self._free_at = done
         self._loop.call_at(done, self._writers[target].write, data)
 
@@ -167,3 +210,6 @@ class PtyLine:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._fds = []
+
+
+_SPEEDS = {getattr(termios, f"B{b}"): b for b in (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)}

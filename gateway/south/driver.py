@@ -319,7 +319,11 @@ def link_type_of(model: type[LinkSettings]) -> str:
 
 # The protocols that ship with CityEdge: each module registers its protocol when imported.
 # A new protocol folder adds its driver module here (tests may register their own at any time).
-BUILTIN = ("gateway.south.modbus.driver", "gateway.south.nodes.profile")
+BUILTIN = (
+    "gateway.south.modbus.driver",
+    "gateway.south.nodes.profile",
+    "gateway.south.iec62056.driver",
+)
 _LOADING = "loading"
 _loaded_builtins: bool | str = False
 

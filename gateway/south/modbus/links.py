@@ -6,8 +6,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from gateway.common.types import Duration, Seconds, Strict
+from gateway.common.types import Duration, Seconds
 from gateway.south.driver import AnswerTimeout, LinkSettings
+from gateway.south.serialline import Rs485Settings
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 ConnectTimeout = Annotated[Duration, Seconds(0.1, 60)]
@@ -27,13 +28,6 @@ class ModbusRtuTcpLink(LinkSettings):
     host: str
     port: Port = 4001
     connect_timeout: ConnectTimeout = 3.0
-
-
-class Rs485Settings(Strict):
-    rts_level_for_tx: bool = True
-    rts_level_for_rx: bool = False
-    delay_before_tx: Annotated[Duration, Seconds(0, 1)] | None = None
-    delay_before_rx: Annotated[Duration, Seconds(0, 1)] | None = None
 
 
 class ModbusRtuLink(LinkSettings):

@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
-import stat
 from typing import Any
 
 import serial
-import serial.rs485
 
 from gateway.south.modbus.errors import ConnectionFailed, FrameError, TransactionError
 from gateway.south.modbus.framing import Found, MbapFramer, RtuFramer, final_error
 from gateway.south.modbus.links import ModbusRtuLink, ModbusRtuTcpLink, ModbusTcpLink
 from gateway.south.modbus.pdu import normal_response_length
 from gateway.south.modbus.wire import char_time, t35
+from gateway.south.serialline import PortSettings, open_port
 
 log = logging.getLogger("cityedge.modbus")
 Framer = RtuFramer | MbapFramer
@@ -209,65 +207,17 @@ class SerialTransport(Transport):
 
     async def connect(self) -> None:
         link = self.link
-        try:
-            port = self._open(link.parity)
-        except serial.SerialException as exc:
-            if link.parity != "N" and _is_pty(link.device) and "Invalid argument" in str(exc):
-                # Pseudo-terminals carry bytes, not parity bits, and some kernels refuse PARENB on them.
-                port = self._open("N")
-                if not self.parity_ignored:
-                    log.warning(
-                        "%s: %s is a pseudo-terminal that refuses parity; using it without parity",
-                        self.name,
-                        link.device,
-                    )
-                self.parity_ignored = True
-            else:
-                raise self._classify(exc) from None
-        if link.rs485 is not None:
-            rs = link.rs485
-            try:
-                port.rs485_mode = serial.rs485.RS485Settings(
-                    rts_level_for_tx=rs.rts_level_for_tx,
-                    rts_level_for_rx=rs.rts_level_for_rx,
-                    delay_before_tx=rs.delay_before_tx,
-                    delay_before_rx=rs.delay_before_rx,
-                )
-            except (ValueError, OSError, serial.SerialException) as exc:
-                port.close()
-                raise ConnectionFailed(
-                    f"{self.name}: {link.device} does not support RS-485 mode: {exc}", "rs485_unsupported"
-                ) from None
-        os.set_blocking(port.fileno(), False)
+        warned = [self.parity_ignored]
+        port = open_port(
+            self.name,
+            PortSettings(link.device, link.baudrate, link.bytesize, link.parity, link.stopbits, link.rs485),
+            warned,
+        )
+        self.parity_ignored = warned[0]
         asyncio.get_running_loop().add_reader(port.fileno(), self._readable)
         self.port = port
         self.buf.clear()
         self.reconnects += 1
-
-    def _open(self, parity: str) -> serial.Serial:
-        link = self.link
-        return serial.Serial(
-            link.device,
-            link.baudrate,
-            bytesize=link.bytesize,
-            parity=parity,
-            stopbits=link.stopbits,
-            timeout=0,
-            exclusive=True,
-        )
-
-    def _classify(self, exc: serial.SerialException) -> ConnectionFailed:
-        code = getattr(exc, "errno", None)
-        device = self.link.device
-        if code == errno.ENOENT or "No such file" in str(exc):
-            return ConnectionFailed(f"{self.name}: no serial port {device}", "port_missing")
-        if code == errno.EACCES or "Permission denied" in str(exc):
-            return ConnectionFailed(
-                f"{self.name}: permission denied on {device} (add the user to the dialout group)", "permission_denied"
-            )
-        if "lock" in str(exc).lower() or code == errno.EBUSY:
-            return ConnectionFailed(f"{self.name}: {device} is in use by another program", "port_busy")
-        return ConnectionFailed(f"{self.name}: cannot open {device}: {exc}", "port_error")
 
     def _readable(self) -> None:
         if self.port is None:
@@ -305,15 +255,6 @@ class SerialTransport(Transport):
                 asyncio.get_running_loop().remove_reader(port.fileno())
             with contextlib.suppress(Exception):
                 port.close()
-
-
-def _is_pty(path: str) -> bool:
-    try:
-        mode = os.stat(path).st_mode
-        major = os.major(os.stat(path).st_rdev)
-    except OSError:
-        return False
-    return stat.S_ISCHR(mode) and 136 <= major <= 143  # Unix98 pty slaves
 
 
 def make_transport(link: Any) -> Transport:

@@ -7,13 +7,12 @@ discrete inputs pack eight to a byte.
 
 from __future__ import annotations
 
+from gateway.south.serialline import char_time
+
 REQUEST_BYTES = 8  # unit, function, start (2), count (2), CRC (2)
 ANSWER_OVERHEAD = 5  # unit, function, byte count, CRC (2)
 
-
-def char_time(baudrate: int, parity: str = "N", stopbits: int = 1, bytesize: int = 8) -> float:
-    """Seconds per character: start bit, data bits, parity bit if any, stop bits."""
-    return (1 + bytesize + (0 if parity == "N" else 1) + stopbits) / baudrate
+__all__ = ["char_time", "read_time", "t35"]
 
 
 def t35(baudrate: int, parity: str = "N", stopbits: int = 1, bytesize: int = 8) -> float:
