@@ -11,7 +11,9 @@ from __future__ import annotations
 
 PREFIXES = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "m": 1e-3}
 # base units a device may prefix; litres are cubic decimetres
-BASES = ("Wh", "W", "varh", "var", "VAh", "VA", "V", "A", "Hz", "m3", "g", "t", "J", "bar", "Pa", "s", "h")
+BASES = ("Wh", "W", "varh", "var", "VAh", "VA", "V", "A", "Hz", "m3", "g", "J", "bar", "Pa")
+TIME = {"s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}  # durations (on-time counters): in seconds
+MASS = {"t": 1e6}  # a tonne is a megagram
 ALIASES = {
     "m³": "m3",
     "m^3": "m3",
@@ -40,6 +42,10 @@ class UnitMismatch(ValueError):
 def split(unit: str) -> tuple[str, float]:
     """(base unit, factor to it): `kWh` is ("Wh", 1000), `l` is ("m3", 0.001)."""
     unit = ALIASES.get(unit.strip(), unit.strip())
+    if unit in TIME:
+        return "s", TIME[unit]
+    if unit in MASS:
+        return "g", MASS[unit]
     if unit in CUBIC:
         return CUBIC[unit]
     for base in BASES:

@@ -323,6 +323,7 @@ BUILTIN = (
     "gateway.south.modbus.driver",
     "gateway.south.nodes.profile",
     "gateway.south.iec62056.driver",
+    "gateway.south.mbus.driver",
 )
 _LOADING = "loading"
 _loaded_builtins: bool | str = False
