@@ -63,6 +63,11 @@ class SerialBus:
         for reply in replies:
             self._schedule(now + reply.delay, reply)
 
+    def emit(self, reply: Reply) -> None:
+        """A device sends on its own (a streaming sensor), `reply.delay` seconds from now."""
+        assert self._loop is not None
+        self._schedule(self._loop.time() + reply.delay, reply)
+
     def _schedule(self, due: float, reply: Reply) -> None:
         assert self._loop is not None
         self._pending.append((due, reply))

@@ -227,7 +227,8 @@ CASES = [
         HEADER + "links:\n  - {id: x, type: modbus-ascii, host: a}\n",
         "modbus-ascii",
         "links[0].type",
-        "unknown type 'modbus-ascii'; expected one of 'iec62056-serial', 'mbus-serial', 'modbus-rtu', 'modbus-rtu-tcp', 'modbus-tcp'",
+        "unknown type 'modbus-ascii'; expected one of 'ascii-serial', 'iec62056-serial', 'mbus-serial', "
+        "'modbus-rtu', 'modbus-rtu-tcp', 'modbus-tcp'",
     ),
     Case(
         "link-missing-device",

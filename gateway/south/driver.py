@@ -324,6 +324,7 @@ BUILTIN = (
     "gateway.south.nodes.profile",
     "gateway.south.iec62056.driver",
     "gateway.south.mbus.driver",
+    "gateway.south.ascii.driver",
 )
 _LOADING = "loading"
 _loaded_builtins: bool | str = False
