@@ -84,8 +84,9 @@ def test_the_same_option_means_the_same_everywhere() -> None:
 
 # A value of every kind, for every option of every command: each parses, and a bad one is a usage error.
 GOOD = {"seconds": "1.5s", "positive_int": "9600", "unit_id": "7", "register_address": "0x10", "Path": "/tmp/x",
-        "int": "1", "float": "0.5", "str": "x", "None": "x"}  # fmt: skip
-BAD = {"seconds": "soon", "positive_int": "0", "unit_id": "300", "register_address": "70000", "int": "one"}
+        "int": "1", "float": "0.5", "str": "x", "None": "x", "address_span": "1-20"}  # fmt: skip
+BAD = {"seconds": "soon", "positive_int": "0", "unit_id": "300", "register_address": "70000", "int": "one",
+       "address_span": "20-1"}  # fmt: skip
 
 
 def _required(parser: argparse.ArgumentParser, leaving: argparse.Action | None = None) -> list[str]:

@@ -76,3 +76,15 @@ def seconds(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be longer than 0")
     return value
+
+
+def address_span(text: str) -> range:
+    """FIRST-LAST (or one address) of M-Bus primary addresses, 0-250."""
+    first, _, last = text.partition("-")
+    try:
+        low, high = int(first), int(last or first)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not FIRST-LAST, e.g. 1-20") from None
+    if not 0 <= low <= high <= 250:
+        raise argparse.ArgumentTypeError(f"{text!r}: primary addresses are 0-250, first to last")
+    return range(low, high + 1)

@@ -19,7 +19,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from gateway.cli import meters
 from gateway.cli.errors import UsageError
+from gateway.cli.meters import METER_PROTOCOLS
 from gateway.cli.options import address, positive_int, register_address, seconds, unit_id
 from gateway.common.problems import did_you_mean
 from gateway.common.validate import explain
@@ -41,7 +43,22 @@ from gateway.south.modbus.transport import Transport, make_transport
 MODBUS_PORT = 502
 
 
-def _link_arguments(p: argparse.ArgumentParser) -> None:
+def _link_arguments(p: argparse.ArgumentParser, meters: bool = False) -> None:
+    if meters:
+        p.add_argument(
+            "--protocol",
+            choices=["modbus", *METER_PROTOCOLS],
+            default="modbus",
+            help="what the device speaks: modbus, iec62056 (mode C meters), mbus, ascii (text-line sensors)",
+        )
+        p.add_argument(
+            "--meter",
+            metavar="ADDRESS",
+            help="iec62056: the meter's device address; mbus: primary (0-250) or secondary address; "
+            "ascii: fills {address} in the profile's request",
+        )
+        p.add_argument("--request", metavar="TEXT", help="ascii without a profile: what to send (\\r, \\n allowed)")
+        p.add_argument("--terminator", default="\\r\\n", metavar="TEXT", help="ascii without a profile: how lines end")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--tcp", metavar="HOST[:PORT]", help=f"Modbus TCP device or gateway (port {MODBUS_PORT})")
     where.add_argument(
@@ -50,11 +67,25 @@ def _link_arguments(p: argparse.ArgumentParser) -> None:
         help=f"RTU frames over TCP, as serial-to-Ethernet converters send them (port {MODBUS_PORT})",
     )
     where.add_argument("--serial", metavar="DEV", help="serial port, e.g. /dev/ttyUSB0")
-    p.add_argument("--baudrate", type=positive_int, default=9600, help="serial speed")
-    p.add_argument("--parity", choices=["N", "E", "O"], default="N", help="serial parity")
+    p.add_argument(
+        "--baudrate",
+        type=positive_int,
+        default=None,
+        help="serial speed (default: 9600; iec62056: 300 for the sign-on; mbus: 2400)",
+    )
+    p.add_argument(
+        "--parity", choices=["N", "E", "O"], default=None, help="serial parity (default: N; iec62056 and mbus: E)"
+    )
+    p.add_argument("--bytesize", type=int, choices=[7, 8], default=None, help="data bits (default: 8; iec62056: 7)")
     p.add_argument("--stopbits", type=int, choices=[1, 2], default=1, help="serial stop bits")
-    p.add_argument("--unit", type=unit_id, required=True, help="Modbus unit (slave) id: 1..247 on a bus, 0..255 on TCP")
-    p.add_argument("--timeout", type=seconds, default=1.0, metavar="SECONDS", help="how long to wait for each answer")
+    p.add_argument("--unit", type=unit_id, help="Modbus unit (slave) id: 1..247 on a bus, 0..255 on TCP (required)")
+    p.add_argument(
+        "--timeout",
+        type=seconds,
+        default=None,
+        metavar="SECONDS",
+        help="how long to wait for each answer (default: 1; iec62056 and ascii: 2; mbus: 0.5)",
+    )
     p.add_argument("--profile", help="device profile (see cityedge profiles list)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="profile parameter (repeat)")
     p.add_argument(
@@ -64,8 +95,11 @@ def _link_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    read = sub.add_parser("read", help="read a device now: decoded points, or raw registers in every byte order")
-    _link_arguments(read)
+    read = sub.add_parser(
+        "read",
+        help="read a device now: decoded points, or raw registers in every byte order, or a meter's raw telegram",
+    )
+    _link_arguments(read, meters=True)
     read.add_argument("--point", action="append", metavar="NAME", help="only these points (with --profile)")
     read.add_argument("--table", choices=[t.value for t in Table], help="raw read: table")
     read.add_argument("--address", type=register_address, help="raw read: first address (0-based; 0x.. allowed)")
@@ -99,8 +133,8 @@ def _link(args: argparse.Namespace) -> ModbusTcpLink | ModbusRtuTcpLink | Modbus
                 id="probe",
                 type="modbus-rtu",
                 device=args.serial,
-                baudrate=args.baudrate,
-                parity=args.parity,
+                baudrate=args.baudrate or 9600,
+                parity=args.parity or "N",
                 stopbits=args.stopbits,
                 timeout=args.timeout,
             )
@@ -114,6 +148,8 @@ def _link(args: argparse.Namespace) -> ModbusTcpLink | ModbusRtuTcpLink | Modbus
 
 
 def _check_unit(args: argparse.Namespace) -> None:
+    if args.unit is None:
+        raise UsageError("Modbus needs --unit (the device's unit id); other protocols: give --protocol")
     if args.serial and not 1 <= args.unit <= 247:
         raise UsageError(f"--unit {args.unit}: a device on a serial bus answers to 1..247 (0 is broadcast, unanswered)")
 
@@ -182,6 +218,9 @@ def _transact(transport: Transport, args: argparse.Namespace) -> Callable[[bytes
 
 def run_read(args: argparse.Namespace) -> int:
     args.timed_out = False
+    if args.protocol != "modbus":
+        return meters.run_read(args)
+    args.timeout = args.timeout or 1.0
     if args.profile:
         return asyncio.run(_with_transport(args, lambda t: _read_profile(t, args)))
     if args.table is None or args.address is None:
@@ -260,6 +299,7 @@ async def _read_raw(transport: Transport, args: argparse.Namespace) -> int:
 
 def run_write(args: argparse.Namespace) -> int:
     args.timed_out = False
+    args.timeout = args.timeout or 1.0
     if not args.profile:
         raise UsageError("write needs --profile, so the value can be checked against the point")
     return asyncio.run(_with_transport(args, lambda t: _write(t, args)))

@@ -21,6 +21,7 @@ import errno
 import logging
 import os
 import stat
+import termios
 from collections.abc import Callable
 from typing import Annotated
 
@@ -89,13 +90,13 @@ def open_port(name: str, port: PortSettings, warned: list[bool]) -> serial.Seria
     """The port opened non-blocking and exclusive, in RS-485 mode if asked; a classified ConnectionFailed if not.
 
     Pseudo-terminals (the emulated lines of the tests and `cityedge hil serve`) carry bytes, not parity
-    bits, and some kernels refuse PARENB on them: there the port is used without parity, said once."""
+    bits, and some kernels refuse PARENB or CS7 on them: there the port is used as 8N1, said once."""
 
-    def attempt(parity: str) -> serial.Serial:
+    def attempt(parity: str, bytesize: int) -> serial.Serial:
         return serial.Serial(
             port.device,
             port.baudrate,
-            bytesize=port.bytesize,
+            bytesize=bytesize,
             parity=parity,
             stopbits=port.stopbits,
             timeout=0,
@@ -103,13 +104,22 @@ def open_port(name: str, port: PortSettings, warned: list[bool]) -> serial.Seria
         )
 
     try:
-        opened = attempt(port.parity)
-    except serial.SerialException as exc:
-        if port.parity != "N" and is_pty(port.device) and "Invalid argument" in str(exc):
-            opened = attempt("N")
+        opened = attempt(port.parity, port.bytesize)
+    except (serial.SerialException, termios.error) as exc:
+        if isinstance(exc, termios.error):  # pyserial lets tcsetattr's own error through
+            exc = serial.SerialException(f"cannot configure {port.device}: {exc.args[-1] if exc.args else exc}")
+        framed = port.parity != "N" or port.bytesize != 8
+        if framed and is_pty(port.device) and "Invalid argument" in str(exc):
+            # Pseudo-terminals carry bytes: some kernels refuse parity or 7 data bits on them (and say so only
+            # when nothing else changes). Bytes pass unchanged at 8N1; 7-bit data is still masked on reading.
+            opened = attempt("N", 8)
             if not warned[0]:
                 log.warning(
-                    "%s: %s is a pseudo-terminal that refuses parity; using it without parity", name, port.device
+                    "%s: %s is a pseudo-terminal that refuses %d%s framing; using it as 8N1",
+                    name,
+                    port.device,
+                    port.bytesize,
+                    port.parity,
                 )
             warned[0] = True
         else:
@@ -150,6 +160,7 @@ class SerialLine:
         self._arrived = asyncio.Event()
         self._lost: ConnectionFailed | None = None
         self._warned = [False]
+        self.answers: list[bytes] | None = None  # a list: every answer is kept there (probes show the raw bytes)
 
     @property
     def connected(self) -> bool:
@@ -231,6 +242,8 @@ class SerialLine:
             if end is not None:
                 answer = bytes(self.buf[:end])
                 del self.buf[:end]
+                if self.answers is not None:
+                    self.answers.append(answer)
                 return answer
             if len(self.buf) >= self.LIMIT:
                 self.discard()

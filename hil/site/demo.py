@@ -46,6 +46,8 @@ SHOWN = {
     "feeder-relay": ("breaker_closed", "current_l1"),
     "river-level": ("pressure",),
     "outfall-flow": ("flow",),
+    "supply-meter": ("energy_import",),
+    "water-meter": ("volume",),
     "pole-1": ("illuminance", "battery"),
     "pole-2": ("illuminance", "motion"),
     "pole-3": ("illuminance", "battery"),

@@ -20,10 +20,11 @@ from typing import Any, Protocol
 
 from gateway.points.types import Value
 from hil.esp32.node import NodeEmulator
+from hil.meters import LINE_TYPES, MeterLine, make_meter, stats_of
 from hil.modbus.behaviours import BEHAVIOURS, Behaviour, Environment
 from hil.modbus.device import EmulatedDevice
 from hil.modbus.endpoints import SerialEndpoint, TcpEndpoint
-from hil.site.scenario import EmuRtuLink, LoadedScenario, Step
+from hil.site.scenario import EmuMeterLink, EmuRtuLink, EmuTcpLink, LoadedScenario, Step
 
 log = logging.getLogger("cityedge.hil")
 TICK = 0.1  # seconds between behaviour updates
@@ -58,10 +59,28 @@ class Site:
         self._tasks: list[asyncio.Task[None]] = []
         self._started = 0.0
         self.nodes: dict[str, NodeEmulator] = {}
+        self.meters: dict[str, Any] = {}  # IEC 62056-21 meters, M-Bus meters, ASCII sensors
         emulated = {link.id for link in sc.links if link.hardware is None}
+        metered = {link.id: link for link in sc.links if isinstance(link, EmuMeterLink) and link.hardware is None}
+        for meter_link in metered.values():
+            self.endpoints[meter_link.id] = MeterLine(
+                meter_link.type, meter_link.baudrate, meter_link.parity, meter_link.bytesize, meter_link.wire_timing
+            )
         for i, d in enumerate(sc.devices):
+            if d.link in metered:
+                line = self.endpoints[d.link]
+                assert isinstance(line, MeterLine)
+                meter = make_meter(
+                    LINE_TYPES[metered[d.link].type], loaded.resolved[d.id], line.line, d.address, d.options
+                )
+                meter.faults.update(d.faults)
+                meter.values.update(d.values)
+                line.attach(meter)
+                self.meters[d.id] = meter
+                continue
             if d.link not in emulated:
                 continue
+            assert d.unit is not None  # the scenario check asks for it on Modbus links
             device = EmulatedDevice(d.id, loaded.resolved[d.id], d.unit, strict=d.strict)
             name = d.behaviour or loaded.resolved[d.id].profile.emulator or "static"
             rng = random.Random(sc.seed * 1000 + i)
@@ -70,7 +89,7 @@ class Site:
             self.devices[d.id] = device
         self.env.behaviours = self.behaviours
         for link in sc.links:
-            if link.hardware is not None:
+            if link.hardware is not None or link.id in metered:
                 continue
             members = [self.devices[d.id] for d in sc.devices if d.link == link.id]
             if isinstance(link, EmuRtuLink):
@@ -81,7 +100,7 @@ class Site:
                     stopbits=link.stopbits,
                     wire_timing=link.wire_timing,
                 )
-            else:
+            elif isinstance(link, EmuTcpLink):
                 self.endpoints[link.id] = TcpEndpoint(members, port=link.port, rtu=link.type == "modbus-rtu-tcp")
 
     # -- life cycle -------------------------------------------------------------------------
@@ -156,7 +175,19 @@ class Site:
                     behaviour.tick(now, now - last)
                 except Exception:  # one broken model must not freeze the whole site
                     log.exception("behaviour of %s failed", device_id)
+            self._count_meters(now - last)
             last = now
+
+    def _count_meters(self, dt: float) -> None:
+        """Meters with `rates` options count up: energy and volume indexes that move while the site runs."""
+        for d in self.loaded.scenario.devices:
+            rates = d.options.get("rates") if d.id in self.meters else None
+            if not isinstance(rates, dict):
+                continue
+            values = self.meters[d.id].values
+            for point, rate in rates.items():
+                if isinstance(values.get(point), (int, float)) and isinstance(rate, (int, float)):
+                    values[point] = round(float(values[point]) + rate * dt, 6)
 
     @property
     def elapsed(self) -> float:
@@ -194,6 +225,16 @@ class Site:
                     "stats": vars(d.stats),
                 }
                 for d in self.devices.values()
+            ]
+            + [
+                {
+                    "id": device_id,
+                    "address": next(d.address for d in self.loaded.scenario.devices if d.id == device_id),
+                    "profile": meter.profile.name,
+                    "faults": {k: v for k, v in vars(meter.faults).items() if v},
+                    "stats": stats_of(meter),
+                }
+                for device_id, meter in self.meters.items()
             ],
         }
 
@@ -201,7 +242,8 @@ class Site:
 
     def device(self, device_id: str) -> EmulatedDevice:
         if device_id not in self.devices:
-            raise ValueError(f"no emulated device '{device_id}' (devices: {', '.join(self.devices)})")
+            known = ", ".join([*self.devices, *self.meters])
+            raise ValueError(f"no emulated device '{device_id}' (devices: {known})")
         return self.devices[device_id]
 
     def endpoint(self, link_id: str) -> Endpoint:
@@ -210,17 +252,30 @@ class Site:
         return self.endpoints[link_id]
 
     def set_fault(self, device_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        if device_id in self.meters:
+            faults = self.meters[device_id].faults
+            faults.update(changes)
+            active = {k: v for k, v in vars(faults).items() if v}
+            log.info("fault %s: %s", device_id, active or "none")
+            return active
         device = self.device(device_id)
         device.faults.update(changes)
         log.info("fault %s: %s", device_id, device.faults.active() or "none")
         return device.faults.active()
 
     def clear_faults(self, device_id: str | None = None) -> None:
+        for meter_id, meter in self.meters.items():
+            if device_id in (None, meter_id):
+                meter.faults = type(meter.faults)()
+        if device_id in self.meters:
+            return
         for device in [self.device(device_id)] if device_id else list(self.devices.values()):
             device.faults = type(device.faults)()
 
     async def reboot(self, device_id: str, downtime: float = 2.0) -> None:
         """Registers back to power-on values, silent for `downtime`, TCP connections dropped."""
+        if device_id in self.meters:
+            raise ValueError(f"'{device_id}' is a meter: silence it with the silent fault instead")
         device = self.device(device_id)
         device.stats.reboots += 1
         device.silent_until = time.monotonic() + downtime
@@ -238,18 +293,32 @@ class Site:
 
     def noise(self, link_id: str, count: int) -> None:
         endpoint = self.endpoint(link_id)
+        if isinstance(endpoint, MeterLine):
+            endpoint.noise(count)
+            return
         if not isinstance(endpoint, SerialEndpoint):
             raise ValueError(f"link '{link_id}' is not a serial line; use the garbage fault on a device instead")
         endpoint.line.inject_noise(os.urandom(count))
 
     def stimulus(self, device_id: str, name: str, args: dict[str, Any]) -> None:
+        if device_id in self.meters:
+            raise ValueError(f"'{device_id}' is a meter: it takes faults and values, not stimuli")
         self.device(device_id)
         self.behaviours[device_id].inject(name, args)
 
     def set_value(self, device_id: str, point: str, value: Value) -> None:
+        if device_id in self.meters:
+            values = self.meters[device_id].values
+            if point not in values:
+                raise ValueError(f"meter '{device_id}' has no point '{point}'")
+            values[point] = value
+            return
         self.device(device_id).set(point, value)
 
     def get_value(self, device_id: str, point: str) -> Value:
+        if device_id in self.meters:
+            value: Value = self.meters[device_id].values[point]
+            return value
         return self.device(device_id).get(point)
 
     async def apply(self, step: Step) -> None:

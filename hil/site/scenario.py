@@ -43,14 +43,27 @@ class EmuTcpLink(_EmuLink):
     port: int = Field(0, ge=0, le=65535, description="0: any free loopback port")
 
 
-EmuLink = Annotated[EmuRtuLink | EmuTcpLink, Field(discriminator="type")]
+class EmuMeterLink(_EmuLink):
+    """A serial line of IEC 62056-21 meters, an M-Bus segment, or a port with an ASCII sensor."""
+
+    type: Literal["iec62056-serial", "mbus-serial", "ascii-serial"]
+    baudrate: int | None = Field(None, description="default: 300 (IEC 62056-21 sign-on), 2400 (M-Bus), 9600 (ASCII)")
+    parity: Literal["N", "E", "O"] | None = None
+    bytesize: Literal[7, 8] | None = None
+    wire_timing: bool = Field(True, description="bytes take their real time on the wire")
+
+
+EmuLink = Annotated[EmuRtuLink | EmuTcpLink | EmuMeterLink, Field(discriminator="type")]
 
 
 class EmuDevice(Strict):
     id: Identifier
     profile: str
     link: str
-    unit: int = Field(ge=0, le=255)
+    unit: int | None = Field(None, ge=0, le=255, description="Modbus devices: the unit id")
+    address: int | str | None = Field(
+        None, description="meters: IEC 62056-21 device address, M-Bus primary or secondary address"
+    )
     behaviour: str | None = Field(None, description="behaviour model; default: the profile's emulator")
     options: dict[str, Any] = Field(default_factory=dict, description="behaviour options")
     params: dict[str, int] = Field(default_factory=dict)
@@ -178,14 +191,22 @@ def _check(loaded: LoadedScenario) -> list[Problem]:
 
     links = {link.id: link for link in sc.links}
     devices = {d.id: d for d in sc.devices}
-    units: set[tuple[str, int]] = set()
+    units: set[tuple[str, Any]] = set()
     for i, d in enumerate(sc.devices):
         at: KeyPath = ("devices", i)
-        if d.link not in links:
+        link = links.get(d.link)
+        metered = isinstance(link, EmuMeterLink)
+        place = d.address if metered else d.unit
+        if link is None:
             bad((*at, "link"), f"unknown link '{d.link}'{did_you_mean(d.link, links)}")
-        elif (d.link, d.unit) in units:
-            bad((*at, "unit"), f"unit {d.unit} on link '{d.link}' is already used")
-        units.add((d.link, d.unit))
+        elif not metered and d.unit is None:
+            bad(at, f"missing required key 'unit' (the Modbus unit id on link '{d.link}')")
+        elif (d.link, repr(place)) in units:
+            bad(
+                (*at, "address" if metered else "unit"),
+                f"{'address' if metered else 'unit'} {place} on link '{d.link}' is already used",
+            )
+        units.add((d.link, repr(place)))
         if registry.path(d.profile) is None:
             bad((*at, "profile"), f"unknown profile '{d.profile}'{did_you_mean(d.profile, registry.names())}")
             continue
@@ -198,6 +219,23 @@ def _check(loaded: LoadedScenario) -> list[Problem]:
         for issue in issues:
             bad((*at, *issue.path), issue.message)
         loaded.resolved[d.id] = resolved
+        if metered:
+            assert isinstance(link, EmuMeterLink)
+            _check_meter(d, link, profile.protocol, at, bad)
+            for point in d.values:
+                if point not in {p.name for p in resolved.points}:
+                    bad(
+                        (*at, "values", point),
+                        f"no point '{point}'{did_you_mean(point, [p.name for p in resolved.points])}",
+                    )
+            continue
+        if profile.protocol != "modbus":
+            bad(
+                (*at, "profile"),
+                f"profile '{d.profile}' describes a {profile.protocol} device; "
+                f"link '{d.link}' is {link.type if link else '?'}",
+            )
+            continue
         behaviour = d.behaviour or profile.emulator or "static"
         if behaviour not in BEHAVIOURS:
             where = (*at, "behaviour") if d.behaviour else (*at, "profile")
@@ -231,7 +269,7 @@ def _check(loaded: LoadedScenario) -> list[Problem]:
             bad(("timeline", i, "link"), f"unknown link '{step.link}'{did_you_mean(step.link, links)}")
         if step.fault is not None:
             try:
-                DeviceFaults().update(step.fault)
+                _faults_of(sc, links, step.device)().update(step.fault)
             except ValueError as exc:
                 bad(("timeline", i, "fault"), str(exc))
     for i, e in enumerate(sc.expect):
@@ -244,6 +282,42 @@ def _check(loaded: LoadedScenario) -> list[Problem]:
     return problems
 
 
+def _faults_of(sc: Scenario, links: dict[str, Any], device_id: str | None) -> type[Any]:
+    from hil.meters import FAULTS, LINE_TYPES
+
+    for d in sc.devices:
+        if d.id == device_id and isinstance(links.get(d.link), EmuMeterLink):
+            return FAULTS[LINE_TYPES[links[d.link].type]]
+    return DeviceFaults
+
+
+def _check_meter(d: EmuDevice, link: EmuMeterLink, protocol: str, at: KeyPath, bad: Any) -> None:
+    from hil.meters import FAULTS, LINE_TYPES, OPTIONS
+
+    wanted = LINE_TYPES[link.type]
+    if protocol != wanted:
+        bad((*at, "profile"), f"profile '{d.profile}' describes a {protocol} device; link '{d.link}' carries {wanted}")
+        return
+    if d.unit is not None:
+        bad((*at, "unit"), f"{wanted} devices have an address, not a unit")
+    for key in sorted(set(d.options) - OPTIONS[wanted]):
+        bad(
+            (*at, "options", key),
+            f"{wanted} emulators have no option '{key}' (they have: {', '.join(sorted(OPTIONS[wanted]))})",
+        )
+    try:
+        FAULTS[wanted]().update(d.faults)
+    except ValueError as exc:
+        bad((*at, "faults"), str(exc))
+
+
+METER_TIMEOUTS = {
+    "iec62056-serial": {"timeout": 1.0, "recovery": 0.2},
+    "mbus-serial": {"timeout": 0.3},
+    "ascii-serial": {"timeout": 1.5},
+}
+
+
 def gateway_config(
     loaded: LoadedScenario, endpoints: dict[str, str], extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -253,7 +327,22 @@ def gateway_config(
     links: list[dict[str, Any]] = []
     for link in sc.links:
         where = link.hardware or endpoints[link.id]
-        if isinstance(link, EmuRtuLink):
+        if isinstance(link, EmuMeterLink):
+            from hil.meters import LINE_DEFAULTS
+
+            base, parity, bytesize = LINE_DEFAULTS[link.type]
+            links.append(
+                {
+                    "id": link.id,
+                    "type": link.type,
+                    "device": where,
+                    "baudrate": link.baudrate or base,
+                    "parity": link.parity or parity,
+                    "bytesize": link.bytesize or bytesize,
+                    **METER_TIMEOUTS[link.type],
+                }
+            )
+        elif isinstance(link, EmuRtuLink):
             # The emulated line is a pty: it carries no parity bits (see docs/hil/serve.md).
             parity = link.parity if link.hardware else "N"
             links.append(
@@ -275,7 +364,8 @@ def gateway_config(
             "id": d.id,
             "profile": d.profile,
             "link": d.link,
-            "unit": d.unit,
+            **({"unit": d.unit} if d.unit is not None else {}),
+            **({"address": d.address} if d.address is not None else {}),
             "poll": d.poll,
             **({"params": d.params} if d.params else {}),
         }
