@@ -103,4 +103,6 @@ def summary(loaded: LoadedConfig) -> str:
 
 
 def _address(device: DeviceConfig) -> str:
-    return f"unit {device.unit}" if device.unit is not None else f"address {device.address}"
+    if device.unit is not None:
+        return f"unit {device.unit}"
+    return f"address {device.address}" if device.address not in (None, "") else "(the only device on its port)"

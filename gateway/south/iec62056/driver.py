@@ -41,6 +41,7 @@ from gateway.south.iec62056.links import Iec62056Link
 from gateway.south.iec62056.profile import OBIS, TYPES, IecLimits, IecPoint, IecProfile, ObisPlace
 from gateway.south.iec62056.telegram import (
     ADDRESS,
+    BAUD_C,
     BREAK,
     REACTION,
     Identification,
@@ -115,7 +116,14 @@ class Iec62056Driver(ProfileProtocol, LinkDriver):
 
     def summary(self, profile: Any) -> list[str]:
         limits: IecLimits = profile.limits
-        speed = "stays at 300 baud" if not limits.baud_switch else f"up to {limits.max_baudrate or 19200} baud"
+        offered = 19200
+        if getattr(profile, "identification", None):
+            offered = BAUD_C.get(profile.identification[4], 19200)
+        speed = (
+            "stays at 300 baud"
+            if not limits.baud_switch
+            else f"up to {min(limits.max_baudrate or 19200, offered)} baud"
+        )
         return [f"mode C data readout, {speed}, about {limits.readout_chars} characters"]
 
     def columns(self, profile: Any, point: PointSpec) -> dict[str, Any]:
@@ -275,14 +283,15 @@ class Iec62056Driver(ProfileProtocol, LinkDriver):
         times, and the readout at the speed the meter is expected to switch to."""
         state: IecState = device.protocol_state
         limits: IecLimits = device.resolved.limits
+        ident = state.identification or _expected(device.resolved.profile)
         return session_time(
             len(sign_on(state.address)),
             limits.readout_chars,
             link.baudrate,
-            self._speed(link, device, state, state.stay, state.identification or _ASSUMED),
+            self._speed(link, device, state, state.stay, ident),
             link.parity,
             link.bytesize,
-            state.identification.reaction if state.identification else REACTION,
+            ident.reaction,
         )
 
     def plan_columns(self) -> tuple[str, ...]:
@@ -293,6 +302,17 @@ class Iec62056Driver(ProfileProtocol, LinkDriver):
 
 
 _ASSUMED = Identification("XXX", 19200, "", False)
+
+
+def _expected(profile: Any) -> Identification:
+    """The identification the profile says its meters send (for planning before any was heard)."""
+    text = getattr(profile, "identification", None)
+    if text:
+        try:
+            return parse_identification(text.encode("latin-1") + b"\r\n")
+        except TelegramError:
+            pass
+    return _ASSUMED
 
 
 def session_time(
