@@ -114,6 +114,8 @@ class PtyLine:
         self.device_baud = baudrate  # the speed the devices listen at
         self.mismatched = 0  # chunks garbled by a speed mismatch
         self._sent_at: deque[list[int]] = deque()  # [bytes left, speed] of what the devices sent, in order
+        self.gateway_turnaround = 0.0  # seconds from an answer's last byte reaching the gateway to its next request
+        self._delivered = 0.0
         self.stats = LineStats()
         self._fds: list[int] = []
         self._writers: dict[int, _Writer] = {}
@@ -174,6 +176,8 @@ class PtyLine:
         if not data:
             return
         if direction == 1:
+            if self._last_direction == 2 and self._loop is not None and self._delivered:
+                self.gateway_turnaround += max(0.0, self._loop.time() - self._delivered)
             self.stats.to_devices += len(data)
         else:
             self.stats.to_gateway += len(data)
@@ -190,9 +194,19 @@ class PtyLine:
             silence = t35(self.baudrate, self.parity, self.stopbits) if self.turnaround is None else self.turnaround
             start = max(start, self._free_at + silence)
         self._last_direction = direction
-        done = start + len(data) * char_time(baud, self.parity, self.stopbits, self.bytesize)
-        self._free_at = done
-        self._loop.call_at(done, self._writers[target].write, data)
+        char = char_time(baud, self.parity, self.stopbits, self.bytesize)
+        # A long answer at a slow speed arrives as it goes (a 460-character readout takes 15 s at 300 baud):
+        # pieces of about 20 ms, each when its last character is through.
+        piece = max(1, int(0.02 / char))
+        for at in range(0, len(data), piece):
+            chunk = data[at : at + piece]
+            self._loop.call_at(start + (at + len(chunk)) * char, self._deliver, target, chunk)
+        self._free_at = start + len(data) * char
+
+    def _deliver(self, target: int, chunk: bytes) -> None:
+        self._writers[target].write(chunk)
+        if target == self._fds[0] and self._loop is not None:
+            self._delivered = self._loop.time()
 
     def inject_noise(self, data: bytes) -> None:
         """Garbage on the line, as a bad termination or a motor starting nearby would produce."""

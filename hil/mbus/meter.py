@@ -29,7 +29,9 @@ from hil.serialbus import Reply
 EXPONENTS = {"energy": 3, "volume": -3, "power": 0, "volume_flow": -3, "mass": 0, "mass_flow": 0, "pressure": -2}
 EXPONENTS.update(dict.fromkeys(("flow_temperature", "return_temperature", "external_temperature"), -2))
 EXPONENTS["temperature_difference"] = -2
-REACTION = 0.011  # answers start 11 bit times to 50 ms after the request; emulated: a little more than nothing
+REACTION_BITS = (
+    11  # EN 13757-2: a meter answers 11 bit times to 330 bit times + 50 ms after a request; emulated: at once
+)
 
 
 @dataclass
@@ -184,7 +186,8 @@ class MbusMeter:
                 continue
             reply = self._answer(request)
             if reply is not None and not self.faults.silent:
-                replies.append(Reply(REACTION + self.faults.delay + len(raw) * self._heard, reply))
+                reaction = REACTION_BITS / self.line.baudrate
+                replies.append(Reply(reaction + self.faults.delay + len(raw) * self._heard, reply))
 
     @property
     def _heard(self) -> float:
