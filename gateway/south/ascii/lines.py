@@ -57,6 +57,11 @@ class LineSpec(Strict):
                 re.compile(value)
             except re.error as exc:
                 raise ValueError(f"not a regular expression: {exc}") from None
+            if nested_repeat(value):
+                raise ValueError(
+                    "a repeated group that itself repeats, like (a+)+ or (\\d+,)*, can take minutes on one bad "
+                    "line: repeat the group or its inside, not both (for lists, use delimiter instead)"
+                )
         return value
 
     @model_validator(mode="after")
@@ -68,6 +73,37 @@ class LineSpec(Strict):
     @property
     def groups(self) -> set[str]:
         return set(re.compile(self.pattern).groupindex) if self.pattern else set()
+
+
+def nested_repeat(pattern: str) -> bool:
+    """Does the pattern repeat something that itself repeats (catastrophic backtracking on a hostile line)?"""
+    try:
+        from re import _parser  # the parser `re` compiles with; its shape is stable across 3.11-3.13
+    except ImportError:  # pragma: no cover - a Python without it: the length bound still holds
+        return False
+
+    def walk(items: object, inside: bool) -> bool:
+        for op, arg in items:  # type: ignore[attr-defined]
+            name = str(op)
+            if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                low, high, sub = arg
+                repeats = high is _parser.MAXREPEAT or high > 1
+                if inside and repeats and low != high:  # a fixed count (\d{4}) inside a repeat cannot blow up
+                    return True
+                if walk(sub, inside or repeats):
+                    return True
+            elif name == "SUBPATTERN":
+                if walk(arg[-1], inside):
+                    return True
+            elif name == "BRANCH":
+                if any(walk(branch, inside) for branch in arg[1]):
+                    return True
+            elif name in ("ASSERT", "ASSERT_NOT"):
+                if walk(arg[1], inside):
+                    return True
+        return False
+
+    return walk(_parser.parse(pattern), False)
 
 
 def checksum(kind: str, data: bytes) -> int:

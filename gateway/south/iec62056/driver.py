@@ -173,7 +173,8 @@ class Iec62056Driver(ProfileProtocol, LinkDriver):
                 failure = exc
                 await self._abort(transport)
                 switched = state.identification is not None and self._speed(link, device, state, stay) != link.baudrate
-                if state.stage == "readout" and switched and not fallback:
+                readable = isinstance(exc, TelegramError) and exc.reason == "bcc"  # the speed worked, the data did not
+                if state.stage == "readout" and switched and not fallback and not readable:
                     fallback, attempt = True, attempt - 1  # the fallback try is not a retry
                     continue
                 if isinstance(exc, Timeout) or not exc.corrupt:
