@@ -187,8 +187,22 @@ def _config(tmp_path: Path, broker: MosquittoBroker, cabinet: Cabinet, **link: A
             }
         ],
         devices=[
-            {"id": "lem", "profile": "lem-em4t-ii", "link": "meters", "address": "03878504", "poll": 1.0},
-            {"id": "iskra", "profile": "iskraemeco-mt174", "link": "meters", "address": "71234567", "poll": 1.0},
+            {
+                "id": "lem",
+                "profile": "lem-em4t-ii",
+                "link": "meters",
+                "address": "03878504",
+                "poll": 0.5,
+                "offline_after": 2,
+            },
+            {
+                "id": "iskra",
+                "profile": "iskraemeco-mt174",
+                "link": "meters",
+                "address": "71234567",
+                "poll": 0.5,
+                "offline_after": 2,
+            },
         ],
     )
 

@@ -267,7 +267,7 @@ async def test_the_scan_finds_every_meter_by_primary_and_by_secondary_address(se
             (3, "12000072.ACW.14.07"),
         ]
         lines: list[str] = []
-        secondary = await scan_secondary(line, timeout=0.1, progress=lines.append)
+        secondary = await scan_secondary(line, timeout=0.04, progress=lines.append)
         assert [f.header.secondary for f in secondary] == [
             "06855817.KAM.08.04",
             "12000071.ACW.14.07",

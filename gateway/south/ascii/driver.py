@@ -24,17 +24,15 @@ from gateway.south.ascii.profile import TYPES, AsciiPoint, AsciiProfile
 from gateway.south.driver import (
     DeviceRefused,
     Issue,
-    LinkDriver,
     LinkTransport,
     PolledDevice,
-    ProfileProtocol,
     Report,
     Timeout,
-    Transact,
     register,
 )
 from gateway.south.serialline import SerialLine, char_time
 from gateway.south.values import typed
+from gateway.south.wholeread import WholeReadDriver
 
 STREAM_TRIES = 3  # damaged lines skipped within one poll of a streaming sensor
 
@@ -47,15 +45,6 @@ class FieldPlace:
         return f"field {self.key}" if isinstance(self.key, int) else f"<{self.key}>"
 
 
-@dataclass(frozen=True, slots=True)
-class AsciiRead:
-    points: tuple[PointSpec, ...]
-
-    @property
-    def point_names(self) -> tuple[str, ...]:
-        return tuple(p.name for p in self.points)
-
-
 class AsciiTransport(SerialLine):
     def __init__(self, link: AsciiLink) -> None:
         super().__init__(link.id, link.port())
@@ -63,8 +52,9 @@ class AsciiTransport(SerialLine):
         self.skipped = 0  # damaged lines of streaming sensors skipped
 
 
-class AsciiDriver(ProfileProtocol, LinkDriver):
+class AsciiDriver(WholeReadDriver):
     name: ClassVar[str] = "ascii"
+    read_only: ClassVar[str] = "ASCII sensor points are read-only"
     profile_model = AsciiProfile
     point_fields = AsciiPoint
     link_models = (AsciiLink,)
@@ -113,9 +103,6 @@ class AsciiDriver(ProfileProtocol, LinkDriver):
 
     def address(self, device: Any) -> tuple[Any, str | None]:
         return ("" if device.address is None else str(device.address)), None
-
-    def plan(self, device: PolledDevice, points: Sequence[PointSpec]) -> list[AsciiRead]:
-        return [AsciiRead(tuple(points))] if points else []
 
     async def transact(self, transport: LinkTransport, device: PolledDevice, request: Any) -> dict[str | int, str]:
         assert isinstance(transport, AsciiTransport)
@@ -182,20 +169,8 @@ class AsciiDriver(ProfileProtocol, LinkDriver):
             raise LineError("too_long", f"{len(raw)} bytes without the line terminator {spec.terminator!r}")
         return parse_line(spec, raw)
 
-    def decode(self, device: PolledDevice, request: Any, answer: Any) -> None:
-        for p in request.points:
-            try:
-                device.values[p.name] = value_of(answer, p)
-                device.errors.pop(p.name, None)
-            except PointValueError as exc:
-                device.values.pop(p.name, None)
-                device.errors[p.name] = exc.reason
-
-    async def write(self, transact: Transact, device: PolledDevice, point: PointSpec, value: Value) -> None:
-        raise DeviceRefused("read_only", "ASCII sensor points are read-only")
-
-    async def read(self, transact: Transact, device: PolledDevice, point: PointSpec) -> Value:
-        return value_of(await transact(AsciiRead((point,))), point)
+    def value_of(self, answer: Any, point: PointSpec) -> Value:
+        return value_of(answer, point)
 
     def wire_time(self, link: Any, device: PolledDevice, request: Any) -> float | None:
         spec: LineSpec = device.resolved.profile.line  # type: ignore[attr-defined]

@@ -16,8 +16,9 @@ too_long): never a wrong value.
 
 from __future__ import annotations
 
+import importlib
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -77,33 +78,27 @@ class LineSpec(Strict):
 
 def nested_repeat(pattern: str) -> bool:
     """Does the pattern repeat something that itself repeats (catastrophic backtracking on a hostile line)?"""
-    try:
-        from re import _parser  # the parser `re` compiles with; its shape is stable across 3.11-3.13
-    except ImportError:  # pragma: no cover - a Python without it: the length bound still holds
+    try:  # the parser `re` compiles with; its shape is the same from 3.11 to 3.13
+        parser: Any = importlib.import_module("re._parser")
+    except ImportError:  # pragma: no cover - a Python without it: the line length bound still holds
         return False
 
-    def walk(items: object, inside: bool) -> bool:
-        for op, arg in items:  # type: ignore[attr-defined]
+    def walk(items: Any, inside: bool) -> bool:
+        for op, arg in items:
             name = str(op)
             if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
                 low, high, sub = arg
-                repeats = high is _parser.MAXREPEAT or high > 1
-                if inside and repeats and low != high:  # a fixed count (\d{4}) inside a repeat cannot blow up
-                    return True
-                if walk(sub, inside or repeats):
-                    return True
-            elif name == "SUBPATTERN":
-                if walk(arg[-1], inside):
-                    return True
+                repeats = high is parser.MAXREPEAT or high > 1
+                if (inside and repeats and low != high) or walk(sub, inside or repeats):
+                    return True  # a fixed count (\d{4}) inside a repeat cannot blow up; a variable one can
             elif name == "BRANCH":
                 if any(walk(branch, inside) for branch in arg[1]):
                     return True
-            elif name in ("ASSERT", "ASSERT_NOT"):
-                if walk(arg[1], inside):
-                    return True
+            elif name in ("SUBPATTERN", "ASSERT", "ASSERT_NOT") and walk(arg[-1], inside):
+                return True
         return False
 
-    return walk(_parser.parse(pattern), False)
+    return walk(parser.parse(pattern), False)
 
 
 def checksum(kind: str, data: bytes) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -26,14 +26,10 @@ from gateway.points.types import DataType, PointValueError, Value
 from gateway.profiles.expand import PointSpec
 from gateway.profiles.model import Profile
 from gateway.south.driver import (
-    DeviceRefused,
-    LinkDriver,
     LinkTransport,
     PolledDevice,
-    ProfileProtocol,
     Report,
     Timeout,
-    Transact,
     TransactionError,
     register,
 )
@@ -56,21 +52,11 @@ from gateway.south.iec62056.telegram import (
 )
 from gateway.south.serialline import SerialLine, char_time
 from gateway.south.values import typed
+from gateway.south.wholeread import WholeReadDriver
 
 log = logging.getLogger("cityedge.iec62056")
 IDENT_CHARS = 20  # a typical identification line, for the plan's wire time
 LEARN_AFTER = 2  # polls in a row read only at the sign-on speed before the driver keeps to it
-
-
-@dataclass(frozen=True, slots=True)
-class IecReadout:
-    """One poll: a whole readout, carrying these points."""
-
-    points: tuple[PointSpec, ...]
-
-    @property
-    def point_names(self) -> tuple[str, ...]:
-        return tuple(p.name for p in self.points)
 
 
 @dataclass(slots=True)
@@ -89,8 +75,9 @@ class IecTransport(SerialLine):
         self.link = link
 
 
-class Iec62056Driver(ProfileProtocol, LinkDriver):
+class Iec62056Driver(WholeReadDriver):
     name: ClassVar[str] = "iec62056"
+    read_only: ClassVar[str] = "IEC 62056-21 data readout is read-only"
     profile_model = IecProfile
     point_fields = IecPoint
     link_models = (Iec62056Link,)
@@ -152,9 +139,6 @@ class Iec62056Driver(ProfileProtocol, LinkDriver):
         if isinstance(before, IecState) and before.stay:
             device.protocol_state.stay = True
             device.learned["baud_switch"] = {"value": False, "why": "learned before the link restarted"}
-
-    def plan(self, device: PolledDevice, points: Sequence[PointSpec]) -> list[IecReadout]:
-        return [IecReadout(tuple(points))] if points else []
 
     async def transact(self, transport: LinkTransport, device: PolledDevice, request: Any) -> Readout:
         assert isinstance(transport, IecTransport)
@@ -258,22 +242,8 @@ class Iec62056Driver(ProfileProtocol, LinkDriver):
             device.resolved.profile.name,
         )
 
-    def decode(self, device: PolledDevice, request: Any, answer: Any) -> None:
-        readout: Readout = answer
-        for p in request.points:
-            try:
-                device.values[p.name] = value_of(readout, p)
-                device.errors.pop(p.name, None)
-            except PointValueError as exc:
-                device.values.pop(p.name, None)
-                device.errors[p.name] = exc.reason
-
-    async def write(self, transact: Transact, device: PolledDevice, point: PointSpec, value: Value) -> None:
-        raise DeviceRefused("read_only", "IEC 62056-21 data readout is read-only")
-
-    async def read(self, transact: Transact, device: PolledDevice, point: PointSpec) -> Value:
-        readout: Readout = await transact(IecReadout((point,)))
-        return value_of(readout, point)
+    def value_of(self, answer: Any, point: PointSpec) -> Value:
+        return value_of(answer, point)
 
     def describe_request(self, device: Any, request: Any) -> dict[str, Any]:
         limits: IecLimits = device.resolved.limits

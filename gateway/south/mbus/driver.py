@@ -1,6 +1,6 @@
 """The wired M-Bus driver: water, heat and other meters behind a level converter, one read per poll.
 
-A read (`MbusRead`) is: SND_NKE to the meter's primary address (or, for a secondary
+A read (one `WholeRead` per poll) is: SND_NKE to the meter's primary address (or, for a secondary
 address, a selection by identification, manufacturer, version and medium), then
 REQ_UD2 with the frame count bit toggled after every answer, for as many telegrams as
 the meter says follow (DIF 0x1F), up to the profile's `limits.telegrams`. A damaged
@@ -15,7 +15,7 @@ tariff and subunit (`profile.py`), in the unit the profile asks for.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -24,13 +24,9 @@ from gateway.profiles.expand import PointSpec
 from gateway.profiles.model import Profile
 from gateway.south.driver import (
     CorruptAnswer,
-    DeviceRefused,
-    LinkDriver,
     LinkTransport,
     PolledDevice,
-    ProfileProtocol,
     Report,
-    Transact,
     TransactionError,
     register,
 )
@@ -40,6 +36,7 @@ from gateway.south.mbus.profile import TYPES, MbusLimits, MbusPoint, MbusProfile
 from gateway.south.mbus.records import Header, Record, manufacturer_value, parse_rsp_ud
 from gateway.south.serialline import SerialLine, char_time
 from gateway.south.values import typed
+from gateway.south.wholeread import WholeReadDriver
 
 SECONDARY = re.compile(r"^(\d{8})(?:\.([A-Z@]{3})(?:\.([0-9A-Fa-f]{2})(?:\.([0-9A-Fa-f]{2}))?)?)?$")
 
@@ -86,15 +83,6 @@ def parse_address(value: Any) -> tuple[Address | None, str | None]:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class MbusRead:
-    points: tuple[PointSpec, ...]
-
-    @property
-    def point_names(self) -> tuple[str, ...]:
-        return tuple(p.name for p in self.points)
-
-
 @dataclass(slots=True)
 class Reading:
     """One read of a meter: its header and the records of every telegram."""
@@ -122,8 +110,9 @@ class MbusTransport(SerialLine):
         return found
 
 
-class MbusDriver(ProfileProtocol, LinkDriver):
+class MbusDriver(WholeReadDriver):
     name: ClassVar[str] = "mbus"
+    read_only: ClassVar[str] = "M-Bus records are read-only"
     profile_model = MbusProfile
     point_fields = MbusPoint
     link_models = (MbusLink,)
@@ -174,9 +163,6 @@ class MbusDriver(ProfileProtocol, LinkDriver):
         if device.address is None:
             return None, "missing required key 'address' (primary 0-250, or the 8-digit secondary address)"
         return parse_address(device.address)
-
-    def plan(self, device: PolledDevice, points: Sequence[PointSpec]) -> list[MbusRead]:
-        return [MbusRead(tuple(points))] if points else []
 
     async def transact(self, transport: LinkTransport, device: PolledDevice, request: Any) -> Reading:
         assert isinstance(transport, MbusTransport)
@@ -241,22 +227,8 @@ class MbusDriver(ProfileProtocol, LinkDriver):
             return answer
         raise AssertionError("unreachable")
 
-    def decode(self, device: PolledDevice, request: Any, answer: Any) -> None:
-        reading: Reading = answer
-        for p in request.points:
-            try:
-                device.values[p.name] = value_of(reading, p)
-                device.errors.pop(p.name, None)
-            except PointValueError as exc:
-                device.values.pop(p.name, None)
-                device.errors[p.name] = exc.reason
-
-    async def write(self, transact: Transact, device: PolledDevice, point: PointSpec, value: Value) -> None:
-        raise DeviceRefused("read_only", "M-Bus records are read-only")
-
-    async def read(self, transact: Transact, device: PolledDevice, point: PointSpec) -> Value:
-        reading: Reading = await transact(MbusRead((point,)))
-        return value_of(reading, point)
+    def value_of(self, answer: Any, point: PointSpec) -> Value:
+        return value_of(answer, point)
 
     def describe_request(self, device: Any, request: Any) -> dict[str, Any]:
         limits: MbusLimits = device.resolved.limits
