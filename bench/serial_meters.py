@@ -8,9 +8,9 @@ M-Bus, one meter (8E1: 11 bits a character):
     T = (SND_NKE 5 + E5 1 + REQ_UD2 5 + RSP_UD n) characters + 2 x 11 bit times (the meter's shortest reaction)
 
 "gateway ms" is the time the line waited for the driver: from an answer's last byte reaching the gateway's port
-to the driver's next request (for mode C less the reaction time the standard makes it wait). The rest of the
-gap between measured and formula is the emulator's (asyncio timers wake up to a millisecond late), which
-matters only at the highest speeds.
+to the driver's next request (for mode C less the reaction time the standard makes it wait). "emulator late ms"
+is how much later than due the emulated line delivered the ends of messages (asyncio timers wake up to a
+millisecond late), measured by the line itself: the emulation's own cost, which a real line does not have.
 
 Run: .venv/bin/python bench/serial_meters.py [--quick]   (or bench/run for everything)
 """
@@ -67,7 +67,7 @@ async def mode_c(baud: int, sessions: int) -> dict[str, Any]:
     device = _device(LEM, IEC, link, "03878504")
     request = IEC.plan(device, LEM.points)[0]
     times = []
-    line.gateway_turnaround = 0.0
+    line.gateway_turnaround = line.late = 0.0
     try:
         for _ in range(sessions):
             start = time.perf_counter()
@@ -88,9 +88,10 @@ async def mode_c(baud: int, sessions: int) -> dict[str, Any]:
     assert abs(formula - planned - (ident - 20) * char_time(300, "E", 1, 7)) < 1e-9  # (it assumes 20 ident chars)
     measured = sum(times) / len(times)
     own = line.gateway_turnaround / sessions - REACTION  # the gateway answers once: its ACK, after the reaction time
+    late = line.late / sessions
     return {"baud": baud, "chars": chars, "measured_s": measured, "formula_s": formula,
-            "efficiency": formula / measured, "gateway_turnaround_s": own,
-            "gateway_efficiency": formula / (formula + own)}  # fmt: skip
+            "efficiency": formula / measured, "gateway_turnaround_s": own, "emulator_late_s": late,
+            "line_efficiency": formula / (measured - late)}  # fmt: skip
 
 
 async def mbus_cycle(baud: int, meters: int, cycles: int) -> dict[str, Any]:
@@ -108,7 +109,7 @@ async def mbus_cycle(baud: int, meters: int, cycles: int) -> dict[str, Any]:
     devices = [_device(KAMSTRUP, MBUS, link, n + 1) for n in range(meters)]
     requests = [MBUS.plan(d, KAMSTRUP.points)[0] for d in devices]
     times = []
-    line.gateway_turnaround = 0.0
+    line.gateway_turnaround = line.late = 0.0
     try:
         for _ in range(cycles):
             start = time.perf_counter()
@@ -125,9 +126,10 @@ async def mbus_cycle(baud: int, meters: int, cycles: int) -> dict[str, Any]:
     measured = sum(times) / len(times)
     formula = meters * per_meter
     own = line.gateway_turnaround / cycles  # of each cycle, the time the line waited for the gateway's next request
+    late = line.late / cycles
     return {"baud": baud, "meters": meters, "telegram_bytes": telegram, "measured_s": measured, "formula_s": formula,
-            "efficiency": formula / measured, "gateway_turnaround_s": own,
-            "gateway_efficiency": formula / (formula + own)}  # fmt: skip
+            "efficiency": formula / measured, "gateway_turnaround_s": own, "emulator_late_s": late,
+            "line_efficiency": formula / (measured - late)}  # fmt: skip
 
 
 def _figures(result: dict[str, Any]) -> list[str]:
@@ -136,7 +138,8 @@ def _figures(result: dict[str, Any]) -> list[str]:
         f"{result['formula_s']:.3f}",
         f"{result['efficiency']:.3f}",
         f"{result['gateway_turnaround_s'] * 1000:.1f}",
-        f"{result['gateway_efficiency']:.3f}",
+        f"{result['emulator_late_s'] * 1000:.1f}",
+        f"{result['line_efficiency']:.3f}",
     ]
 
 
@@ -153,9 +156,9 @@ async def main(quick: bool) -> int:
         rows.append(["M-Bus, 5 meters", baud, f"{result['telegram_bytes']} bytes each", *_figures(result)])
         print(rows[-1], flush=True)
     headers = ["what", "baud", "size", "measured s", "formula s", "formula / measured", "gateway ms",
-               "formula / (formula + gateway)"]  # fmt: skip
+               "emulator late ms", "formula / (measured - late)"]  # fmt: skip
     report("serial_meters", headers, rows, data)
-    worst = min(d["gateway_efficiency"] for d in data)
+    worst = min(d["line_efficiency"] for d in data)
     return 0 if worst >= 0.9 else 1
 
 

@@ -113,8 +113,9 @@ class PtyLine:
         self.follow_speed = follow_speed
         self.device_baud = baudrate  # the speed the devices listen at
         self.mismatched = 0  # chunks garbled by a speed mismatch
-        self._sent_at: deque[list[int]] = deque()  # [bytes left, speed] of what the devices sent, in order
+        self._sent_at: deque[list[float]] = deque()  # [bytes left, speed, not before] of what devices sent, in order
         self.gateway_turnaround = 0.0  # seconds from an answer's last byte reaching the gateway to its next request
+        self.late = 0.0  # seconds the relay's timers fired after the bytes were due (the emulation's own delay)
         self._delivered = 0.0
         self.stats = LineStats()
         self._fds: list[int] = []
@@ -129,21 +130,23 @@ class PtyLine:
     def char(self) -> float:
         return char_time(self.device_baud, self.parity, self.stopbits, self.bytesize)
 
-    def device_sends(self, count: int, baud: int) -> None:
-        """The devices are about to send `count` bytes at `baud` (their speed while they send)."""
-        self._sent_at.append([count, baud])
+    def device_sends(self, count: int, baud: int, not_before: float = 0.0) -> None:
+        """The devices are about to send `count` bytes at `baud` (their speed while they send); on a wire-timed
+        line they may hand them over early, to go on the wire `not_before` (loop time) and no sooner."""
+        self._sent_at.append([count, baud, not_before])
 
-    def _speed_of(self, count: int) -> int:
-        """The speed the next `count` bytes from the devices were sent at."""
-        baud = self._sent_at[0][1] if self._sent_at else self.device_baud
-        while count > 0 and self._sent_at:
+    def _speed_of(self, count: int) -> tuple[int, float]:
+        """The speed the next `count` bytes from the devices were sent at, and when they may go on the wire."""
+        baud, not_before = (int(self._sent_at[0][1]), self._sent_at[0][2]) if self._sent_at else (self.device_baud, 0.0)
+        left = float(count)
+        while left > 0 and self._sent_at:
             head = self._sent_at[0]
-            used = min(count, head[0])
+            used = min(left, head[0])
             head[0] -= used
-            count -= used
+            left -= used
             if head[0] == 0:
                 self._sent_at.popleft()
-        return baud
+        return baud, not_before
 
     def gateway_baud(self) -> int:
         """The speed the gateway's end of the line is set to now (termios belongs to the tty, not the fd)."""
@@ -181,7 +184,7 @@ class PtyLine:
             self.stats.to_devices += len(data)
         else:
             self.stats.to_gateway += len(data)
-        baud = self.device_baud if direction == 1 else self._speed_of(len(data))
+        baud, not_before = (self.device_baud, 0.0) if direction == 1 else self._speed_of(len(data))
         if self.follow_speed and self.gateway_baud() != baud:
             self.mismatched += 1
             data = bytes((b ^ 0x5A) | 0x80 for b in data)  # framing errors: nothing either side can read
@@ -189,7 +192,7 @@ class PtyLine:
             self._writers[target].write(data)
             return
         now = self._loop.time()
-        start = max(now, self._free_at)
+        start = max(now, self._free_at, not_before)
         if direction != self._last_direction:
             silence = t35(self.baudrate, self.parity, self.stopbits) if self.turnaround is None else self.turnaround
             start = max(start, self._free_at + silence)
@@ -200,13 +203,19 @@ class PtyLine:
         piece = max(1, int(0.02 / char))
         for at in range(0, len(data), piece):
             chunk = data[at : at + piece]
-            self._loop.call_at(start + (at + len(chunk)) * char, self._deliver, target, chunk)
+            due = start + (at + len(chunk)) * char
+            self._loop.call_at(due, self._deliver, target, chunk, due, at + len(chunk) == len(data))
         self._free_at = start + len(data) * char
 
-    def _deliver(self, target: int, chunk: bytes) -> None:
+    def _deliver(self, target: int, chunk: bytes, due: float, last: bool) -> None:
         self._writers[target].write(chunk)
-        if target == self._fds[0] and self._loop is not None:
-            self._delivered = self._loop.time()
+        if self._loop is None:
+            return
+        now = self._loop.time()
+        if last:  # what the receiver waits for: the end of a message
+            self.late += max(0.0, now - due)
+        if target == self._fds[0]:
+            self._delivered = now
 
     def inject_noise(self, data: bytes) -> None:
         """Garbage on the line, as a bad termination or a motor starting nearby would produce."""

@@ -60,12 +60,41 @@ class SerialBus:
             return
         now = self._loop.time()
         replies = [reply for device in self.devices for reply in device.feed(data, now)]
+        if self.line.wire_timing and replies:
+            self._hand_over(now, replies)
+            return
         for reply in replies:
             self._schedule(now + reply.delay, reply)
+
+    def _hand_over(self, now: float, replies: list[Reply]) -> None:
+        """On a wire-timed line the line itself keeps time: replies go to it at once, each to start on the wire at
+        its due time (one timer fewer per answer, so the emulation's own delay stays out of the figures).
+        Replies to one request that overlap on the wire collide, as in `_send_window`."""
+        replies.sort(key=lambda r: r.delay)
+        while replies:
+            first = replies.pop(0)
+            if first.baud is not None:
+                self.line.device_baud = first.baud
+            speed = self.line.device_baud
+            ends = first.delay + len(first.data) * self.line.char
+            merged = bytearray(first.data)
+            while replies and replies[0].delay < ends:
+                other = replies.pop(0)
+                self.collisions += 1
+                merged += b"\xff" * max(0, len(other.data) - len(merged))
+                for i, byte in enumerate(other.data):
+                    merged[i] &= byte
+            self.line.device_sends(len(merged), speed, now + first.delay)
+            self._write(bytes(merged))
+            if first.then_baud is not None:
+                self.line.device_baud = first.then_baud
 
     def emit(self, reply: Reply) -> None:
         """A device sends on its own (a streaming sensor), `reply.delay` seconds from now."""
         assert self._loop is not None
+        if self.line.wire_timing:
+            self._hand_over(self._loop.time(), [reply])
+            return
         self._schedule(self._loop.time() + reply.delay, reply)
 
     def _schedule(self, due: float, reply: Reply) -> None:

@@ -195,10 +195,11 @@ def test_one_damaged_byte_is_caught_by_the_frame(raw: bytes, data: st.DataObject
     damaged = bytearray(raw)
     at = data.draw(st.integers(0, len(raw) - 1))
     damaged[at] ^= data.draw(st.integers(1, 255))
-    with pytest.raises(frame.FrameError):
+    with contextlib.suppress(frame.FrameError):
         found = frame.parse(bytes(damaged))
-        assert found.kind == "long" and found.data == raw[7:-2], "a damaged frame was taken"
-        raise frame.FrameError("same", "a damaged start byte left a frame further in")  # pragma: no cover
+        # a start byte damaged into E5 reads as an acknowledgement (and the driver refuses what follows it as a
+        # collision); what never happens is a long frame, that is, records, out of a damaged one
+        assert found.kind != "long", f"a damaged frame was taken: byte {at}"
 
 
 @given(st.integers(1, len(KAMSTRUP_601) - 1))

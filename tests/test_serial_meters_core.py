@@ -111,6 +111,8 @@ async def test_check_and_plan_show_meters_in_their_own_terms(site_factory: SiteF
     assert plan.returncode == 0, plan.stderr
     planned = {d["device"]: d["groups"][0] for d in json.loads(plan.stdout)["devices"]}
     assert planned["supply"]["requests"][0]["readout"] == 200
+    at = planned["supply"]["requests"][0]["seconds_at_baud"]
+    assert list(at) == ["300", "600", "1200", "2400", "4800", "9600"] and at["300"] > at["9600"]
     assert planned["heat"]["requests"][0]["telegrams"] == 4
     # a readout's time on the wire: sign-on (13), identification (20) and acknowledgement (6) characters at 300
     # baud 7E1, three 20 ms reactions (ISk: lowercase k), and 200 characters at the 9600 baud the MT174 offers

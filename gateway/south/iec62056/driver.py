@@ -246,8 +246,18 @@ class Iec62056Driver(WholeReadDriver):
         return value_of(answer, point)
 
     def describe_request(self, device: Any, request: Any) -> dict[str, Any]:
+        """The readout's size, and how long a session takes at each speed up to the one the meter offers (so a
+        meter that falls back to 300 baud is no surprise)."""
         limits: IecLimits = device.resolved.limits
-        return {"readout": limits.readout_chars, "points": list(request.point_names)}
+        state: IecState = device.protocol_state
+        ident = state.identification or _expected(device.resolved.profile)
+        sign = len(sign_on(state.address))
+        seconds = {
+            str(baud): round(session_time(sign, limits.readout_chars, 300, baud, reaction=ident.reaction), 3)
+            for baud in sorted(BAUD_C.values())
+            if baud <= ident.baud
+        }
+        return {"readout": limits.readout_chars, "seconds_at_baud": seconds, "points": list(request.point_names)}
 
     def wire_time(self, link: Any, device: PolledDevice, request: Any) -> float | None:
         """A whole session: sign-on, identification and acknowledgement at the sign-on speed, three reaction
