@@ -167,3 +167,63 @@ async def test_a_meter_that_sends_the_wrong_thing_is_a_classified_failure(
         assert meter.stats.breaks >= 1 and meter.stats.readouts >= 2  # broken off with a break, read again
     if fault.get("wrong_bcc"):
         assert meter.stats.readouts == 2 and meter.stats.bauds == [9600, 9600]  # readable: no fall back to 300
+
+
+# -- hostile values inside good frames --------------------------------------------------------------
+
+
+def _point(**fields: object) -> object:
+    from gateway.common.yamlsource import parse_yaml
+    from gateway.profiles.expand import expand
+    from gateway.profiles.model import parse_profile
+
+    body = ", ".join(f"{k}: {v}" for k, v in fields.items())
+    text = _profile("mbus", f"points:\n  v: {{quantity: energy, {body}}}\n")
+    resolved, issues = expand(parse_profile(parse_yaml(text, "test")))
+    assert not issues
+    return resolved.points[0]
+
+
+@pytest.mark.parametrize(
+    ("raw", "unit", "fields", "reason"),
+    [
+        (float("nan"), "Wh", {"unit": "kWh"}, "not_a_number"),
+        (float("inf"), "Wh", {"unit": "kWh"}, "infinite"),
+        ("1e400", None, {}, "infinite"),
+        ("nan", None, {}, "decode: 'nan' is not a number"),
+        ("12" * 30, None, {}, "decode: '" + "12" * 20 + "' is not a number"),
+        (2**63, None, {"type": "uint16"}, "does not fit uint16"),
+        (1.5, None, {"type": "int32"}, "is not a whole number"),
+        (5, "V", {"unit": "kWh"}, "unit: the device sends V, the profile expects kWh"),
+        ("\x00\x1b[2J", None, {"type": "string"}, "is not printable text"),
+    ],
+    ids=["nan", "inf", "1e400", "nan-text", "long-text", "huge-int", "fraction", "wrong-unit", "control-chars"],
+)
+def test_hostile_values_become_point_errors_never_values(
+    raw: object, unit: str | None, fields: dict[str, object], reason: str
+) -> None:
+    from gateway.points.types import PointValueError
+    from gateway.south.values import typed
+
+    point = _point(**fields)
+    with pytest.raises(PointValueError) as caught:
+        typed(point, raw, unit)  # type: ignore[arg-type]
+    assert reason in caught.value.reason
+
+
+def test_a_meter_record_holding_nan_is_an_error_on_its_point_only() -> None:
+    import struct
+
+    from gateway.south.mbus.driver import DRIVER as MBUS
+    from gateway.south.mbus.driver import Reading
+    from gateway.south.mbus.records import encode_record, header_bytes, parse_rsp_ud
+
+    body = b"\x05\x06" + struct.pack("<f", float("nan")) + encode_record("volume", 1.5, exponent=-3)
+    telegram = parse_rsp_ud(0x72, header_bytes("12345678", "KAM", 8, 4, 1) + body)
+    profile = resolve(ProfileRegistry().load("kamstrup-multical-601")[0])
+    config = DeviceConfig(id="m", profile=profile.name, link="x", address=1)
+    device = Device(config, profile, 0.5, MBUS, MBUS.address(config)[0])
+    request = MBUS.plan(device, profile.points)[0]
+    MBUS.decode(device, request, Reading(telegram.header, telegram.records, 1))
+    assert device.errors["energy"] == "not_a_number" and "energy" not in device.values
+    assert device.values["volume"] == 1.5
