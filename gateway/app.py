@@ -30,6 +30,8 @@ from gateway.core.events import (
 )
 from gateway.core.state import StateStore
 from gateway.core.supervision import InputFaults, Supervisor
+from gateway.edge.clock import Clock, SystemClock
+from gateway.edge.lighting.controller import LightingController
 from gateway.north.extensions.availability import Availability
 from gateway.north.extensions.base import Context, Extension
 from gateway.north.extensions.commands import Commands
@@ -37,6 +39,7 @@ from gateway.north.extensions.devices import DeviceList
 from gateway.north.extensions.events import EventPublisher
 from gateway.north.extensions.health import GatewayHealth
 from gateway.north.extensions.homeassistant import HomeAssistant
+from gateway.north.extensions.lighting import LightingPublisher
 from gateway.north.extensions.requests import Requests
 from gateway.north.extensions.state import StatePublisher
 from gateway.north.mqtt import MqttLink, gateway_session
@@ -54,12 +57,14 @@ EXTENSIONS: tuple[type[Extension], ...] = (
     Commands,
     Requests,
     HomeAssistant,
+    LightingPublisher,
 )
 
 
 class Gateway:
-    def __init__(self, path: Path, loaded: LoadedConfig | None = None) -> None:
+    def __init__(self, path: Path, loaded: LoadedConfig | None = None, clock: Clock | None = None) -> None:
         self.path = path
+        self.clock = clock or SystemClock()  # edge automation's time: a test passes a simulated one
         self.loaded = loaded or load_config(path)
         config = self.loaded.config
         self.bus = EventBus()
@@ -88,6 +93,13 @@ class Gateway:
         self.store.section("mqtt", self.mqtt.status)
         self.ctx = Context(self.loaded, self.bus, self.store, self.commands, self.reload, self.faults, self.supervisor)
         self.extensions = [cls(self.ctx, self.mqtt) for cls in EXTENSIONS]
+        self.lighting: LightingController | None = None
+        if config.lighting is not None:
+            self.lighting = LightingController(
+                config.lighting, self.bus, self.store, self.commands, self.clock, self.supervisor
+            )
+            self.ctx.actions["override"] = self.lighting.override
+            self.ctx.actions["lighting"] = self._lighting_status
         self.stopping = asyncio.Event()
         self._reloading = asyncio.Lock()
 
@@ -98,6 +110,8 @@ class Gateway:
         self.queue.start()
         await self.engine.start(self.loaded)  # the devices are in the store before the first birth messages
         self.mqtt.start()
+        if self.lighting is not None:
+            self.lighting.start()  # from the time it is now: no switch point missed, none played twice
         config = self.loaded.config
         self.bus.publish(GatewayStarted(devices=len(config.devices), links=len(config.links)))
         log.info(
@@ -111,8 +125,14 @@ class Gateway:
             config.base_topic,
         )
 
+    async def _lighting_status(self, data: dict[str, Any]) -> dict[str, Any]:
+        assert self.lighting is not None
+        return self.lighting.status()
+
     async def stop(self) -> None:
         log.info("stopping")
+        if self.lighting is not None:
+            await self.lighting.stop()
         await self.engine.stop()
         await self.nodes.stop()
         for extension in reversed(self.extensions):

@@ -64,6 +64,7 @@ def load_config(path: Path) -> LoadedConfig:
     checker.check_ids(config)
     devices = checker.devices(config)
     nodes = checker.nodes(config)
+    checker.lighting(config, devices, nodes)
     if checker.problems:
         raise ConfigError(checker.problems)
     return LoadedConfig(path, config, source, registry, devices, nodes)
@@ -206,6 +207,41 @@ class _Checker:
             if resolved is not None:
                 out[device.id] = resolved
         return out
+
+    def lighting(
+        self, config: GatewayConfig, devices: dict[str, ResolvedProfile], nodes: dict[str, ResolvedProfile]
+    ) -> None:
+        """Every lighting target writes a point that takes a level; every sensor it listens to is there."""
+        if config.lighting is None:
+            return
+        for i, target in enumerate(config.lighting.targets):
+            at: KeyPath = ("lighting", "targets", i)
+            resolved = devices.get(target.device)
+            if resolved is None:
+                self.add((*at, "device"), f"unknown device '{target.device}'{did_you_mean(target.device, devices)}")
+            else:
+                point = resolved.point(target.point)
+                names = [p.name for p in resolved.points if p.access.writable]
+                if point is None or not point.access.writable:
+                    self.add((*at, "point"), f"'{target.point}' is not a writable point of {target.device}"
+                             f"{did_you_mean(target.point, names)}")  # fmt: skip
+                elif (point.max is not None and point.max < 100) or (point.min is not None and point.min > 0):
+                    self.add(
+                        (*at, "point"), f"{target.device}.{target.point} takes {point.min}..{point.max}, not 0..100 %"
+                    )
+            for sensor in ("photocell", "motion"):
+                watched = getattr(target, sensor)
+                if watched is None:
+                    continue
+                source = devices.get(watched.device) or nodes.get(watched.device)
+                if source is None:
+                    known = [*devices, *nodes]
+                    self.add(
+                        (*at, sensor, "device"),
+                        f"unknown device or node '{watched.device}'{did_you_mean(watched.device, known)}",
+                    )
+                elif source.point(watched.point) is None:
+                    self.add((*at, sensor, "point"), f"{watched.device} has no point '{watched.point}'")
 
     def nodes(self, config: GatewayConfig) -> dict[str, ResolvedProfile]:
         out: dict[str, ResolvedProfile] = {}

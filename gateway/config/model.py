@@ -9,6 +9,7 @@ from pydantic import BeforeValidator, Field, GetCoreSchemaHandler, WithJsonSchem
 from pydantic_core import CoreSchema
 
 from gateway.common.types import DAY, Duration, Identifier, Seconds, Strict, Within
+from gateway.edge.lighting.settings import LightingSettings
 from gateway.south.driver import AnswerTimeout, LinkSettings, link_types, on_change
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -227,6 +228,7 @@ class GatewayConfig(Strict):
     links: list[AnyLink] = Field(default_factory=list, description="links of every protocol, told apart by type")
     devices: list[DeviceConfig] = Field(default_factory=list)
     nodes: list[NodeConfig] = Field(default_factory=list)
+    lighting: LightingSettings | None = Field(None, description="lighting programs run by the gateway itself")
 
     @property
     def base_topic(self) -> str:

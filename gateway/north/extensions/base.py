@@ -24,6 +24,8 @@ class Context:
     reload: Callable[[], Awaitable[dict[str, Any]]]
     faults: InputFaults = field(default_factory=InputFaults)
     supervisor: Supervisor = field(default_factory=Supervisor)
+    # requests that edge features answer on `<base>/request/<action>` (lighting: override, lighting)
+    actions: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = field(default_factory=dict)
 
     @property
     def base(self) -> str:

@@ -2,7 +2,7 @@
 
 Actions: `reload` (re-read the configuration; only changed links and devices restart;
 an invalid file changes nothing and the answer lists its problems), `read` (one point,
-now), `devices`, `health`.
+now), `devices`, `health`, and those edge features add (`override`, `lighting`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from gateway.north.extensions.devices import describe_devices
 from gateway.north.replies import answer, busy_error, error_body, internal_error, parse, transaction_of
 
 ACTIONS = ("reload", "read", "devices", "health")
+FIELDS = {"device", "point", "target", "level", "duration", "until", "clear", "by"}
 WORKERS = 8
 WAITING = 1024
 
@@ -32,7 +33,7 @@ class Requests(Extension):
         action = str(message.topic).rpartition("/")[2]
         transaction: str | None = None
         try:
-            data, transaction = parse(message, {"device", "point"})
+            data, transaction = parse(message, FIELDS)
             body = {"transaction": transaction, "status": "ok", "data": await self._do(action, data)}
         except CommandError as exc:
             body = error_body(transaction or transaction_of(message), exc)
@@ -57,9 +58,12 @@ class Requests(Extension):
             return {"device": device, "point": point, "value": value, "ts": ts}
         if action == "devices":
             return describe_devices(self.ctx.store, self.ctx.loaded)
+        if action in self.ctx.actions:
+            return await self.ctx.actions[action](data)
         if action == "health":
             return self.ctx.store.gateway_health()
-        raise CommandError("unknown_action", f"unknown action {action!r} (actions: {', '.join(ACTIONS)})")
+        known = ", ".join([*ACTIONS, *self.ctx.actions])
+        raise CommandError("unknown_action", f"unknown action {action!r} (actions: {known})")
 
     async def _reload(self) -> dict[str, Any]:
         try:

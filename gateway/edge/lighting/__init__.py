@@ -1,0 +1,1 @@
+"""Lighting programs, photocells, motion and overrides: see controller.py and program.py."""
