@@ -329,3 +329,88 @@ def test_hostile_lighting_settings_are_refused_at_their_line(old: str, new: str,
     code, out = _bounded_check(path)
     assert code == 2 and says in out and "Traceback" not in out, out
     assert f"{path}:" in out and "lighting" in out
+
+
+async def test_motion_from_an_emulated_pole_node_raises_the_square_for_its_hold(
+    site_factory: SiteFactory, mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """The real node firmware (MicroPython unix port) reports its PIR; the square goes up for the hold, then back."""
+    from hil.esp32.node import NodeEmulator
+    from hil.site.scenario import gateway_config
+
+    site = await site_factory(SITE)
+    data = gateway_config(site.loaded, site.endpoint_addresses())
+    data["gateway"] = {"id": "block", "health_interval": 1}
+    data["mqtt"] = {"host": mosquitto.host, "port": mosquitto.port, "keepalive": 5}
+    data["store"] = {"path": str(tmp_path / "outbox.db")}
+    data["lighting"] = _lighting()
+    data["nodes"] = [{"id": "pole-1"}]
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    clock = SimulatedClock(at("2026-06-28T00:40"))
+    gateway = Gateway(path, clock=clock)
+    await gateway.start()
+    hardware = {"i2c": {"35": {"read": "0020"}}, "pins": {"4": 0}, "adc": {"34": 40000}}
+    node = NodeEmulator(tmp_path / "pole-1", "pole-1", mosquitto.host, mosquitto.port,
+                        config={"sensors": [{"type": "bh1750"}, {"type": "pir", "pin": 4}], "interval": 1},
+                        hardware=hardware)  # fmt: skip
+    lighting = gateway.lighting
+    assert lighting is not None
+    square = lighting.targets["square"]
+    try:
+        await _until(lambda: lighting.sent >= 1, "the first target set")
+        await clock.advance(1)
+        await _until(lambda: square.level == 50, "the square at the night's 50 %")
+        await node.start()
+        await _until(lambda: gateway.store.reading("pole-1", "motion") is not None, "the node's first report", 30)
+        assert square.level == 50  # no motion yet
+        node.set_hardware(pins={"4": 1})  # someone walks across the square
+        await _until(lambda: square.level == 100, "the square raised by the node's motion", 15)
+        assert square.last is not None and square.last.reason == "sensor" and "pole-1" in (square.last.detail or "")
+        node.set_hardware(pins={"4": 0})
+        await _until(lambda: gateway.store.reading("pole-1", "motion").value is False, "the node reporting no motion")  # type: ignore[union-attr]
+        await clock.advance(299)
+        assert square.level == 100  # still within the hold of 300 s after the last motion
+        await clock.advance(30)
+        await _until(lambda: square.level == 50, "the square back to the program after the hold")
+        assert site.get_value("lamps", "ballast_1_arc_power") == 50
+    finally:
+        await node.stop()
+        await gateway.stop()
+
+
+async def test_a_photocell_with_hysteresis_keeps_daylight_lamps_off_and_never_flickers(
+    site_factory: SiteFactory, mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    from hil.site.scenario import gateway_config
+
+    site = await site_factory(SITE)
+    data = gateway_config(site.loaded, site.endpoint_addresses())
+    data.update(gateway={"id": "block"}, mqtt={"host": mosquitto.host, "port": mosquitto.port},
+                store={"path": str(tmp_path / "outbox.db")}, nodes=[{"id": "pole-1"}])  # fmt: skip
+    lighting = _lighting()
+    lighting["targets"] = [
+        {"id": "park", "device": "lamps", "point": "group_0_arc_power",
+         "photocell": {"device": "pole-1", "point": "illuminance", "on_below": 20, "off_above": 40}},
+    ]  # fmt: skip
+    data["lighting"] = lighting
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    clock = SimulatedClock(at("2026-06-27T22:00"))  # the program says 100 since sunset+10m
+    gateway = Gateway(path, clock=clock)
+    await gateway.start()
+    controller = gateway.lighting
+    assert controller is not None
+    park = controller.targets["park"]
+    try:
+        await _until(lambda: park.level == 100, "the program's level without a reading")
+        seen = []
+        for lux in (30, 60, 35, 25, 39, 15, 35, 21, 45):  # a cloudy dusk around the thresholds
+            gateway.bus.publish(DeviceUpdate("pole-1", 0, {"illuminance": lux}, {}, 0.0))
+            await _until(lambda: controller.decide(park, clock.now()).level == park.level, f"the level after {lux} lx")
+            seen.append(park.level)
+        # in the band (20..40 lx) nothing changes; off only above 40, on again only below 20
+        assert seen == [100, 0, 0, 0, 0, 100, 100, 100, 0], seen
+        assert park.last is not None and park.last.reason == "sensor" and park.last.target_level == 100
+    finally:
+        await gateway.stop()
