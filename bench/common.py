@@ -41,7 +41,9 @@ def meter_profile(points: int) -> str:
 
 
 @contextmanager
-def cabinet(devices: int, *, gateway_tree: Path = ROOT) -> Iterator[tuple[MosquittoBroker, subprocess.Popen[bytes]]]:
+def cabinet(
+    devices: int, *, gateway_tree: Path = ROOT, extra: dict[str, Any] | None = None
+) -> Iterator[tuple[MosquittoBroker, subprocess.Popen[bytes]]]:
     """Three processes as in a street cabinet: emulated devices (`cityedge hil serve`), mosquitto,
     and the gateway (`cityedge run`, from `gateway_tree`, so two checkouts can be compared).
 
@@ -82,6 +84,7 @@ def cabinet(devices: int, *, gateway_tree: Path = ROOT) -> Iterator[tuple[Mosqui
             config["store"] = {"path": str(tmp / "outbox.db")}
             for device in config["devices"]:
                 device["report"] = {"mode": "periodic"}
+            config.update(extra or {})
             (tmp / "gw.yaml").write_text(yaml.safe_dump(config))
             run = ["run", "-c", str(tmp / "gw.yaml"), "--log-level", "warning"]
             gateway = subprocess.Popen([sys.executable, "-m", "gateway", *run], cwd=gateway_tree, env=os.environ.copy())

@@ -32,6 +32,19 @@ from bench.common import cabinet, report  # noqa: E402
 from hil.broker import MosquittoBroker  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
+# Lighting as heavy as a cabinet makes it: every ballast a target with a photocell on a meter that is polled twice a
+# second, so the controller wakes and decides all sixteen on every poll (a real photocell reports far less often).
+LIGHTING = {
+    "site": {"latitude": 41.3874, "longitude": 2.1686, "timezone": "Europe/Madrid"},
+    "programs": {"night": [{"at": "sunset+10m", "level": 100}, {"at": "00:30", "level": 50},
+                           {"at": "sunrise-15m", "level": 0}]},
+    "calendar": {"default": "night"},
+    "targets": [
+        {"id": f"b{i}", "device": "lamps", "point": f"ballast_{i}_arc_power", "feeder": "f1",
+         "photocell": {"device": "m0", "point": "v0", "on_below": 20, "off_above": 40}}
+        for i in range(16)
+    ],
+}  # fmt: skip
 
 
 def cpu_seconds(pid: int) -> float:
@@ -78,10 +91,16 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--tree", type=Path, default=ROOT, help="checkout whose gateway runs (default: this one)")
+    parser.add_argument(
+        "--lighting", action="store_true", help="with lighting programs on: 16 ballasts, each with a photocell"
+    )
     args = parser.parse_args()
-    with cabinet(args.devices, gateway_tree=args.tree.resolve()) as (broker, gateway):
+    extra = {"lighting": LIGHTING} if args.lighting else None
+    with cabinet(args.devices, gateway_tree=args.tree.resolve(), extra=extra) as (broker, gateway):
         result = asyncio.run(measure(broker, gateway.pid, args.warmup, args.seconds))
     load = f"{args.devices} devices x 100 float32 every 500 ms + 16 lamps, polled over TCP"
+    if args.lighting:
+        load += "; lighting on: 16 targets, each watching a photocell on m0 (every poll of m0 wakes the controller)"
     print(f"load: {load}; gateway from {args.tree}")
     report("gateway_footprint", ["measure", "value"], list(result.items()), {"load": load, **result})
     return 0 if result["points_per_s"] > 0 else 1

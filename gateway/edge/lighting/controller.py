@@ -124,16 +124,19 @@ class LightingController:
             if cell is not None and cell.device == update.device and cell.point in update.values:
                 lux = update.values[cell.point]
                 if isinstance(lux, (int, float)) and not isinstance(lux, bool):
+                    before = state.dark
                     if lux <= cell.on_below:
                         state.dark = True
                     elif lux >= cell.off_above:
                         state.dark = False
-                    self._wake.set()
+                    if state.dark != before:  # a reading inside the band, or on the same side, changes nothing
+                        self._wake.set()
             if motion is not None and motion.device == update.device and motion.point in update.values:
                 seen = update.values[motion.point]
                 if seen is True or (isinstance(seen, (int, float)) and not isinstance(seen, bool) and seen > 0):
+                    if state.motion_until is None or state.motion_until <= now:
+                        self._wake.set()  # motion begins; while it goes on, the hold is only extended
                     state.motion_until = now + timedelta(seconds=motion.hold)
-                    self._wake.set()
 
     async def override(self, data: dict[str, Any], by: str = "mqtt") -> dict[str, Any]:
         """`{target, level, duration?|until?}` sets an override; `{target, clear: true}` ends it."""
@@ -182,9 +185,13 @@ class LightingController:
 
     # -- deciding ----------------------------------------------------------------------------------
 
-    def decide(self, state: TargetState, now: datetime) -> Decision:
+    def decide(
+        self, state: TargetState, now: datetime, program: tuple[Event | None, Event | None] | None = None
+    ) -> Decision:
+        """The level for `state`'s target at `now` and why; `program`: the switch points in force and next, when
+        already worked out for this moment (every target runs the same calendar)."""
         s = self.settings
-        last, upcoming = in_force(s.site, s.calendar, s.programs, now)
+        last, upcoming = program or in_force(s.site, s.calendar, s.programs, now)
         base = last.level if last else 0.0
         decision = Decision(
             base, "program", _said(last), last.program if last else None, base, last.ramp if last else 0.0
@@ -217,8 +224,10 @@ class LightingController:
             now = self.clock.now()
             wake = now + timedelta(seconds=TICK)
             feeders: dict[str | None, int] = {}
+            s = self.settings
+            program = in_force(s.site, s.calendar, s.programs, now)
             for state in self.targets.values():
-                decision = self.decide(state, now)
+                decision = self.decide(state, now, program)
                 wake = min([wake, *decision.upcoming])
                 if state.level != decision.level:
                     turn = feeders.get(state.target.feeder, 0) if state.target.feeder else 0

@@ -27,6 +27,7 @@ at midnight, so the lamps stay off all day.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -131,18 +132,23 @@ class Sun:
 
 def sun_on(site: Site, day: date) -> Sun:
     """Sunrise and sunset of a local day (astral, standard refraction); polar days and nights said so."""
-    observer = Observer(site.latitude, site.longitude)
+    return _sun(site.latitude, site.longitude, site.timezone, day)
+
+
+@functools.lru_cache(maxsize=64)  # a controller asks about the same few days many times a minute
+def _sun(latitude: float, longitude: float, timezone: str, day: date) -> Sun:
+    observer, zone = Observer(latitude, longitude), ZoneInfo(timezone)
     try:
-        rise = sunrise(observer, day, tzinfo=site.zone).astimezone(UTC)
+        rise = sunrise(observer, day, tzinfo=zone).astimezone(UTC)
     except ValueError:
         rise = None
     try:
-        down = sunset(observer, day, tzinfo=site.zone).astimezone(UTC)
+        down = sunset(observer, day, tzinfo=zone).astimezone(UTC)
     except ValueError:
         down = None
     if rise is not None and down is not None:
         return Sun(rise, down)
-    high = elevation(observer, noon(observer, day, tzinfo=site.zone))
+    high = elevation(observer, noon(observer, day, tzinfo=zone))
     return Sun(rise, down, "day" if high > 0 else "night")
 
 
