@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,10 @@ from gateway.core.events import (
 )
 from gateway.core.state import StateStore
 from gateway.core.supervision import InputFaults, Supervisor
+from gateway.edge.alarms.manager import AlarmManager
 from gateway.edge.clock import Clock, SystemClock
 from gateway.edge.lighting.controller import LightingController
+from gateway.north.extensions.alarms import AlarmPublisher
 from gateway.north.extensions.availability import Availability
 from gateway.north.extensions.base import Context, Extension
 from gateway.north.extensions.commands import Commands
@@ -58,6 +61,7 @@ EXTENSIONS: tuple[type[Extension], ...] = (
     Requests,
     HomeAssistant,
     LightingPublisher,
+    AlarmPublisher,
 )
 
 
@@ -100,6 +104,11 @@ class Gateway:
             )
             self.ctx.actions["override"] = self.lighting.override
             self.ctx.actions["lighting"] = self._lighting_status
+        self.alarms: AlarmManager | None = None
+        if config.alarms:
+            kept = config.store.path.parent / "alarms.json"
+            self.alarms = AlarmManager(list(config.alarms), self.bus, self.clock, kept)
+            self.ctx.actions.update(ack=self.alarms.acknowledge, shelve=self.alarms.shelve, alarms=self.alarms.listing)
         self.stopping = asyncio.Event()
         self._reloading = asyncio.Lock()
 
@@ -112,6 +121,9 @@ class Gateway:
         self.mqtt.start()
         if self.lighting is not None:
             self.lighting.start()  # from the time it is now: no switch point missed, none played twice
+        if self.alarms is not None:
+            self.alarms.start()  # the kept list first: nothing announced again
+            self.supervisor.spawn("alarms", self._alarm_clock)
         config = self.loaded.config
         self.bus.publish(GatewayStarted(devices=len(config.devices), links=len(config.links)))
         log.info(
@@ -125,6 +137,13 @@ class Gateway:
             config.base_topic,
         )
 
+    async def _alarm_clock(self) -> None:
+        """Delays and offline times run out with the (injectable) clock."""
+        assert self.alarms is not None
+        while True:
+            await self.clock.sleep_until(self.clock.now() + timedelta(seconds=1))
+            self.alarms.tick()
+
     async def _lighting_status(self, data: dict[str, Any]) -> dict[str, Any]:
         assert self.lighting is not None
         return self.lighting.status()
@@ -133,6 +152,9 @@ class Gateway:
         log.info("stopping")
         if self.lighting is not None:
             await self.lighting.stop()
+        if self.alarms is not None:
+            self.alarms.stop()
+            await self.supervisor.cancel("alarms")
         await self.engine.stop()
         await self.nodes.stop()
         for extension in reversed(self.extensions):

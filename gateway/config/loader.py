@@ -65,6 +65,7 @@ def load_config(path: Path) -> LoadedConfig:
     devices = checker.devices(config)
     nodes = checker.nodes(config)
     checker.lighting(config, devices, nodes)
+    checker.alarms(config, devices, nodes)
     if checker.problems:
         raise ConfigError(checker.problems)
     return LoadedConfig(path, config, source, registry, devices, nodes)
@@ -242,6 +243,24 @@ class _Checker:
                     )
                 elif source.point(watched.point) is None:
                     self.add((*at, sensor, "point"), f"{watched.device} has no point '{watched.point}'")
+
+    def alarms(
+        self, config: GatewayConfig, devices: dict[str, ResolvedProfile], nodes: dict[str, ResolvedProfile]
+    ) -> None:
+        """Every alarm watches a device or node that is there, and a point it has; ids are unique."""
+        seen: set[str] = set()
+        for i, rule in enumerate(config.alarms):
+            at: KeyPath = ("alarms", i)
+            if rule.id in seen:
+                self.add((*at, "id"), f"alarm id '{rule.id}' is used twice")
+            seen.add(rule.id)
+            source = devices.get(rule.device) or nodes.get(rule.device)
+            if source is None:
+                known = [*devices, *nodes]
+                self.add((*at, "device"), f"unknown device or node '{rule.device}'{did_you_mean(rule.device, known)}")
+            elif rule.point is not None and source.point(rule.point) is None:
+                names = [p.name for p in source.points]
+                self.add((*at, "point"), f"{rule.device} has no point '{rule.point}'{did_you_mean(rule.point, names)}")
 
     def nodes(self, config: GatewayConfig) -> dict[str, ResolvedProfile]:
         out: dict[str, ResolvedProfile] = {}

@@ -9,6 +9,7 @@ from pydantic import BeforeValidator, Field, GetCoreSchemaHandler, WithJsonSchem
 from pydantic_core import CoreSchema
 
 from gateway.common.types import DAY, Duration, Identifier, Seconds, Strict, Within
+from gateway.edge.alarms.rules import AlarmRule
 from gateway.edge.lighting.settings import LightingSettings
 from gateway.south.driver import AnswerTimeout, LinkSettings, link_types, on_change
 
@@ -229,6 +230,7 @@ class GatewayConfig(Strict):
     devices: list[DeviceConfig] = Field(default_factory=list)
     nodes: list[NodeConfig] = Field(default_factory=list)
     lighting: LightingSettings | None = Field(None, description="lighting programs run by the gateway itself")
+    alarms: list[AlarmRule] = Field(default_factory=list, description="alarm rules: thresholds, states, offline")
 
     @property
     def base_topic(self) -> str:

@@ -18,7 +18,7 @@ from gateway.north.extensions.devices import describe_devices
 from gateway.north.replies import answer, busy_error, error_body, internal_error, parse, transaction_of
 
 ACTIONS = ("reload", "read", "devices", "health")
-FIELDS = {"device", "point", "target", "level", "duration", "until", "clear", "by"}
+FIELDS = {"device", "point", "target", "level", "duration", "until", "clear", "by", "alarm"}
 WORKERS = 8
 WAITING = 1024
 

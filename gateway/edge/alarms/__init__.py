@@ -1,0 +1,1 @@
+"""Alarms with a lifecycle: see manager.py."""

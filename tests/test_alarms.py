@@ -1,0 +1,196 @@
+"""Alarms with a lifecycle: thresholds with hysteresis and delay (no flapping on a noisy value), states, a device
+offline for a time; raised, acknowledged over MQTT, cleared, shelved; the retained list after a restart, with
+nothing announced again. Against an emulated site through the whole gateway on a real mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import yaml
+
+from gateway.app import Gateway
+from gateway.core.events import DeviceUpdate, EventBus
+from gateway.edge.alarms.manager import AlarmCleared, AlarmManager, AlarmRaised
+from gateway.edge.alarms.rules import AlarmRule
+from gateway.edge.clock import SimulatedClock
+from hil.broker import MosquittoBroker
+from hil.fixtures import SiteFactory
+from hil.site.scenario import gateway_config
+from tests.mqtt_harness import Watcher
+from tests.test_config_hostile import HEADER, _bounded_check
+
+START = datetime(2026, 6, 28, 1, 0, tzinfo=ZoneInfo("Europe/Madrid"))
+
+
+async def _until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not check():
+        if loop.time() > end:
+            raise AssertionError(f"no {what} within {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+def _manager(tmp_path: Path, *rules: AlarmRule) -> tuple[AlarmManager, EventBus, SimulatedClock, list[object]]:
+    bus, clock = EventBus(), SimulatedClock(START)
+    seen: list[object] = []
+    bus.subscribe(AlarmRaised, seen.append)
+    bus.subscribe(AlarmCleared, seen.append)
+    manager = AlarmManager(list(rules), bus, clock, tmp_path / "alarms.json")
+    manager.start()
+    return manager, bus, clock, seen
+
+
+async def test_a_noisy_level_around_its_threshold_raises_once_and_clears_once(tmp_path: Path) -> None:
+    rule = AlarmRule(id="river-high", device="river", point="level", above=2.5, hysteresis=0.1, delay=30)
+    manager, bus, clock, seen = _manager(tmp_path, rule)
+
+    def level(value: float) -> None:
+        bus.publish(DeviceUpdate("river", 0, {"level": value}, {}, 0.0))
+        manager.tick()
+
+    for value in (2.4, 2.51, 2.49, 2.52):  # above, not for 30 s yet: nothing
+        level(value)
+        await clock.advance(10)
+    assert seen == []
+    level(2.55)
+    for _ in range(4):  # above for 40 s without a dip below the threshold: raised, once
+        await clock.advance(10)
+        level(2.56)
+    assert [type(e).__name__ for e in seen] == ["AlarmRaised"]
+    for value in (2.45, 2.55, 2.42, 2.58, 2.41):  # wandering inside the hysteresis band (2.4 .. 2.5): stays raised
+        level(value)
+    assert len(seen) == 1 and manager.alarms["river-high"].active
+    level(2.39)  # back below 2.5 - 0.1: cleared
+    level(2.45)
+    assert [type(e).__name__ for e in seen] == ["AlarmRaised", "AlarmCleared"]
+    assert manager.alarms["river-high"].active is False  # cleared, not acknowledged: still listed
+    await manager.acknowledge({"alarm": "river-high", "by": "ana"})
+    assert manager.list() == []
+
+
+async def test_hostile_values_never_raise_or_clear(tmp_path: Path) -> None:
+    rule = AlarmRule(id="hot", device="d", point="t", above=50)
+    manager, bus, _, seen = _manager(tmp_path, rule)
+    for value in (float("nan"), float("inf"), "hot", True, None, [1]):
+        bus.publish(DeviceUpdate("d", 0, {"t": value}, {}, 0.0))  # type: ignore[dict-item]
+    assert seen == [] and manager.list() == []
+    bus.publish(DeviceUpdate("d", 0, {"t": 51}, {}, 0.0))
+    bus.publish(DeviceUpdate("d", 0, {"t": float("nan")}, {}, 0.0))  # says nothing: the alarm stays
+    assert len(seen) == 1 and manager.alarms["hot"].active
+
+
+def _site_config(site: Any, mosquitto: MosquittoBroker, tmp_path: Path, alarms: list[dict[str, Any]]) -> Path:
+    data = gateway_config(site.loaded, site.endpoint_addresses())
+    data["gateway"] = {"id": "block", "health_interval": 1}
+    data["mqtt"] = {"host": mosquitto.host, "port": mosquitto.port, "keepalive": 5}
+    data["store"] = {"path": str(tmp_path / "outbox.db")}
+    data["alarms"] = alarms
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+SITE: dict[str, Any] = {
+    "links": [{"id": "net", "type": "modbus-tcp"}],
+    "devices": [
+        {"id": "lamps", "profile": "dali-modbus-gateway", "link": "net", "unit": 2,
+         "params": {"ballasts": 4, "groups": 2}, "poll": 0.3, "options": {"fade_time": 0}},
+        {"id": "meter", "profile": "eastron-sdm630", "link": "net", "unit": 1, "poll": 0.3},
+    ],
+}  # fmt: skip
+ALARMS = [
+    {"id": "lamp-3", "device": "lamps", "point": "ballast_3_lamp_failure", "equals": True, "severity": "minor"},
+    {"id": "meter-silent", "device": "meter", "offline_for": 60, "severity": "major"},
+]
+
+
+async def test_each_lifecycle_step_over_mqtt_and_a_restart_without_a_storm(
+    site_factory: SiteFactory, mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    site = await site_factory(SITE)
+    path = _site_config(site, mosquitto, tmp_path, ALARMS)
+    base = "cityedge/block"
+    w = Watcher(mosquitto)
+    await w.start()
+    clock = SimulatedClock(START)
+    gateway = Gateway(path, clock=clock)
+    await gateway.start()
+    try:
+        empty = await w.wait_for(lambda s: s.topic == f"{base}/alarms", what="the empty list")
+        assert empty.json() == []
+        # a lamp fails: a status bit, raised at once, on the event topic and in the retained list
+        site.stimulus("lamps", "lamp_failure", {"ballast": 3})
+        raised = await w.wait_for(lambda s: s.topic == f"{base}/event" and s.json().get("kind") == "alarm_raised")
+        assert raised.json()["alarm"] == "lamp-3" and raised.json()["severity"] == "minor"
+        listed = await w.wait_for(lambda s: s.topic == f"{base}/alarms" and len(s.json()) == 1)
+        assert listed.json()[0]["id"] == "lamp-3" and listed.json()[0]["active"] is True
+        # acknowledged over MQTT: by whom and when
+        answer = await w.request(base, "ack", {"alarm": "lamp-3", "by": "ana"})
+        assert answer["status"] == "ok" and answer["data"]["acked_by"] == "ana", answer
+        refused = await w.request(base, "ack", {"alarm": "nope", "by": "ana"})
+        assert refused["error"]["code"] == "unknown_alarm"
+        refused = await w.request(base, "ack", {"alarm": "lamp-3"})
+        assert refused["error"]["code"] == "bad_value"
+        # the meter goes silent: offline at once for the gateway, an alarm only after 60 s of the clock
+        since = len(w.seen)
+        site.set_fault("meter", {"timeout": True})
+        await w.wait_for(lambda s: s.topic == f"{base}/event" and s.json().get("kind") == "device_offline", since=since,
+                         timeout=20)  # fmt: skip
+        assert "meter-silent" not in gateway.alarms.alarms  # type: ignore[union-attr]
+        await clock.advance(61)
+        await _until(lambda: "meter-silent" in gateway.alarms.alarms, "the offline alarm")  # type: ignore[union-attr]
+        # shelved: tracked, not announced
+        shelved = await w.request(base, "shelve", {"alarm": "meter-silent", "by": "ops", "duration": 3600})
+        assert shelved["status"] == "ok" and "shelved_until" in shelved["data"]
+    finally:
+        await gateway.stop()
+    kept = (tmp_path / "alarms.json").read_text()
+    assert "lamp-3" in kept and "meter-silent" in kept
+    # a restart: the list is back as it was, and nothing is announced again
+    since = len(w.seen)
+    gateway = Gateway(path, clock=clock)
+    await gateway.start()
+    try:
+        again = await w.wait_for(lambda s: s.topic == f"{base}/alarms" and len(s.json()) == 2, since=since)
+        assert {a["id"] for a in again.json()} == {"lamp-3", "meter-silent"}
+        await asyncio.sleep(1.0)
+        storm = [s for s in w.seen[since:] if s.topic == f"{base}/event" and s.json().get("kind") == "alarm_raised"]
+        assert storm == []
+        # the meter answers again: its alarm clears (shelved: not announced) and, not acknowledged, stays listed
+        site.clear_faults("meter")
+        await _until(lambda: not gateway.alarms.alarms["meter-silent"].active, "the offline alarm cleared", 20)  # type: ignore[union-attr]
+    finally:
+        await gateway.stop()
+        await w.stop()
+
+
+HOSTILE = [
+    ("{id: a, device: meter, point: voltage_l1, above: .nan}", "alarms[0].above: must be a finite number"),
+    ("{id: a, device: meter, point: voltage_l1, above: 1, below: 2}", "exactly one of: above, below, equals"),
+    ("{id: a, device: meter, above: 1}", "give 'point'"),
+    ("{id: a, device: metre, point: voltage_l1, above: 1}", "unknown device or node 'metre'"),
+    ("{id: a, device: meter, point: voltage_1, above: 1}", "meter has no point 'voltage_1'"),
+    ("{id: a, device: meter, offline_for: 0}", "offline_for: must be between 1s and"),
+    ("{id: a, device: meter, point: voltage_l1, above: 1, severity: apocalyptic}", "severity: must be 'critical'"),
+    ("{id: a, device: meter, point: voltage_l1, above: 1, hysteresis: -1}",
+     "hysteresis: must be greater than or equal to 0"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("rule", "says"), HOSTILE, ids=[r[:40] for r, _ in HOSTILE])
+def test_hostile_alarm_rules_are_refused_at_their_line(rule: str, says: str, tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(
+        HEADER + "links:\n  - {id: net, type: modbus-tcp, host: 127.0.0.1}\n"
+        "devices:\n  - {id: meter, profile: eastron-sdm630, link: net, unit: 1}\n"
+        f"alarms:\n  - {rule}\n"
+    )
+    code, out = _bounded_check(path)
+    assert code == 2 and says in out and f"{path}:7:" in out and "Traceback" not in out, out
