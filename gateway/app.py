@@ -33,6 +33,7 @@ from gateway.core.state import StateStore
 from gateway.core.supervision import InputFaults, Supervisor
 from gateway.edge.alarms.manager import AlarmManager
 from gateway.edge.clock import Clock, SystemClock
+from gateway.edge.indicators.tracker import Indicators
 from gateway.edge.lighting.controller import LightingController
 from gateway.north.extensions.alarms import AlarmPublisher
 from gateway.north.extensions.availability import Availability
@@ -42,6 +43,7 @@ from gateway.north.extensions.devices import DeviceList
 from gateway.north.extensions.events import EventPublisher
 from gateway.north.extensions.health import GatewayHealth
 from gateway.north.extensions.homeassistant import HomeAssistant
+from gateway.north.extensions.indicators import IndicatorPublisher
 from gateway.north.extensions.lighting import LightingPublisher
 from gateway.north.extensions.requests import Requests
 from gateway.north.extensions.state import StatePublisher
@@ -62,6 +64,7 @@ EXTENSIONS: tuple[type[Extension], ...] = (
     HomeAssistant,
     LightingPublisher,
     AlarmPublisher,
+    IndicatorPublisher,
 )
 
 
@@ -104,6 +107,11 @@ class Gateway:
             )
             self.ctx.actions["override"] = self.lighting.override
             self.ctx.actions["lighting"] = self._lighting_status
+        self.indicators: Indicators | None = None
+        if config.indicators is not None:
+            self.indicators = Indicators(config.indicators, self.bus, self.clock)
+            self.ctx.actions["indicators"] = self._indicators
+            self.store.section("indicators", self.indicators.snapshot)
         self.alarms: AlarmManager | None = None
         if config.alarms:
             kept = config.store.path.parent / "alarms.json"
@@ -119,6 +127,9 @@ class Gateway:
         self.queue.start()
         await self.engine.start(self.loaded)  # the devices are in the store before the first birth messages
         self.mqtt.start()
+        if self.indicators is not None:
+            self.indicators.start()  # before the lighting, so the first levels are counted
+            self.supervisor.spawn("indicators", self.indicators.run)
         if self.lighting is not None:
             self.lighting.start()  # from the time it is now: no switch point missed, none played twice
         if self.alarms is not None:
@@ -136,6 +147,10 @@ class Gateway:
             config.mqtt.port,
             config.base_topic,
         )
+
+    async def _indicators(self, data: dict[str, Any]) -> dict[str, Any]:
+        assert self.indicators is not None
+        return self.indicators.snapshot()
 
     async def _alarm_clock(self) -> None:
         """Delays and offline times run out with the (injectable) clock."""
@@ -155,6 +170,9 @@ class Gateway:
         if self.alarms is not None:
             self.alarms.stop()
             await self.supervisor.cancel("alarms")
+        if self.indicators is not None:
+            self.indicators.stop()
+            await self.supervisor.cancel("indicators")
         await self.engine.stop()
         await self.nodes.stop()
         for extension in reversed(self.extensions):

@@ -414,3 +414,48 @@ async def test_a_photocell_with_hysteresis_keeps_daylight_lamps_off_and_never_fl
         assert park.last is not None and park.last.reason == "sensor" and park.last.target_level == 100
     finally:
         await gateway.stop()
+
+
+async def test_energy_saved_over_a_night_worked_out_by_hand(
+    site_factory: SiteFactory, mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """Ten 50 W lamps: 100 % from 20:00, 50 % from 22:00, off at 02:00. By hand: 6 burning hours; at full power
+    10 x 50 W x 6 h = 3.0 kWh; used 10 x 50 W x (2 h x 100 % + 4 h x 50 %) = 2.0 kWh; saved 1.0 kWh, 33.33 %."""
+    from hil.site.scenario import gateway_config
+
+    site = await site_factory(SITE)
+    data = gateway_config(site.loaded, site.endpoint_addresses())
+    data.update(gateway={"id": "block"}, mqtt={"host": mosquitto.host, "port": mosquitto.port},
+                store={"path": str(tmp_path / "outbox.db")})  # fmt: skip
+    lighting = _lighting()
+    lighting["programs"] = {"night": [{"at": "20:00", "level": 100}, {"at": "22:00", "level": 50},
+                                      {"at": "02:00", "level": 0}]}  # fmt: skip
+    lighting["targets"] = [{"id": "street", "device": "lamps", "point": "group_0_arc_power"}]
+    data["lighting"] = lighting
+    data["indicators"] = {"interval": 3600, "groups": {"street": {"lamps": 10, "watts": 50}},
+                          "feeders": {"f1": {"device": "pole-1", "point": "motion_count"}}}  # fmt: skip
+    data["nodes"] = [{"id": "pole-1"}]  # stands in for a feeder meter: its counter is fed below
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    clock = SimulatedClock(at("2026-06-27T19:00"))
+    gateway = Gateway(path, clock=clock)
+    await gateway.start()
+    indicators, controller = gateway.indicators, gateway.lighting
+    assert indicators is not None and controller is not None
+    street = controller.targets["street"]
+    try:
+        await _until(lambda: street.level == 0, "off before the evening")
+        for moment, level in (("2026-06-27T20:00", 100), ("2026-06-27T22:00", 50), ("2026-06-28T02:00", 0)):
+            await clock.run_until(at(moment), step=900)
+            await _until(lambda lv=level: street.level == lv, f"{level} % at {moment}")  # type: ignore[misc]
+        await clock.run_until(at("2026-06-28T07:00"), step=3600)
+        groups = indicators.snapshot()["groups"]["street"]
+        assert groups == {"burning_hours": 6.0, "switch_ons": 1, "energy_kwh": 2.0, "full_power_kwh": 3.0,
+                          "saved_kwh": 1.0, "saved_percent": 33.33}, groups  # fmt: skip
+        # a feeder counter with a reset and a gap: 100.0 -> 100.5 (+0.5), reset to 0.2, -> 0.7 (+0.5), NaN, 1.0 (+0.3)
+        for value in (100.0, 100.5, 0.2, 0.7, float("nan"), 1.0):
+            gateway.bus.publish(DeviceUpdate("pole-1", 0, {"motion_count": value}, {}, 0.0))
+        feeder = indicators.snapshot()["feeders"]["f1"]
+        assert feeder == {"metered_kwh": 1.3, "counter_resets": 1, "readings": 5}, feeder
+    finally:
+        await gateway.stop()

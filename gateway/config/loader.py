@@ -66,6 +66,7 @@ def load_config(path: Path) -> LoadedConfig:
     nodes = checker.nodes(config)
     checker.lighting(config, devices, nodes)
     checker.alarms(config, devices, nodes)
+    checker.indicators(config, {**nodes, **devices})
     if checker.problems:
         raise ConfigError(checker.problems)
     return LoadedConfig(path, config, source, registry, devices, nodes)
@@ -261,6 +262,24 @@ class _Checker:
             elif rule.point is not None and source.point(rule.point) is None:
                 names = [p.name for p in source.points]
                 self.add((*at, "point"), f"{rule.device} has no point '{rule.point}'{did_you_mean(rule.point, names)}")
+
+    def indicators(self, config: GatewayConfig, devices: dict[str, ResolvedProfile]) -> None:
+        """Indicator groups are lighting targets; feeder meters are devices (or nodes) with that counter."""
+        if config.indicators is None:
+            return
+        targets = {t.id for t in config.lighting.targets} if config.lighting is not None else set()
+        for name in config.indicators.groups:
+            if name not in targets:
+                self.add(
+                    ("indicators", "groups", name), f"'{name}' is not a lighting target{did_you_mean(name, targets)}"
+                )
+        for name, meter in config.indicators.feeders.items():
+            at: KeyPath = ("indicators", "feeders", name)
+            resolved = devices.get(meter.device)
+            if resolved is None:
+                self.add((*at, "device"), f"unknown device '{meter.device}'{did_you_mean(meter.device, devices)}")
+            elif resolved.point(meter.point) is None:
+                self.add((*at, "point"), f"{meter.device} has no point '{meter.point}'")
 
     def nodes(self, config: GatewayConfig) -> dict[str, ResolvedProfile]:
         out: dict[str, ResolvedProfile] = {}

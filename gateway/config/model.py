@@ -10,6 +10,7 @@ from pydantic_core import CoreSchema
 
 from gateway.common.types import DAY, Duration, Identifier, Seconds, Strict, Within
 from gateway.edge.alarms.rules import AlarmRule
+from gateway.edge.indicators.settings import IndicatorSettings
 from gateway.edge.lighting.settings import LightingSettings
 from gateway.south.driver import AnswerTimeout, LinkSettings, link_types, on_change
 
@@ -231,6 +232,7 @@ class GatewayConfig(Strict):
     nodes: list[NodeConfig] = Field(default_factory=list)
     lighting: LightingSettings | None = Field(None, description="lighting programs run by the gateway itself")
     alarms: list[AlarmRule] = Field(default_factory=list, description="alarm rules: thresholds, states, offline")
+    indicators: IndicatorSettings | None = Field(None, description="energy, burning hours and savings per lamp group")
 
     @property
     def base_topic(self) -> str:

@@ -1,0 +1,1 @@
+"""Indicators of what the lighting achieves: see tracker.py."""
