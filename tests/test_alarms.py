@@ -194,3 +194,30 @@ def test_hostile_alarm_rules_are_refused_at_their_line(rule: str, says: str, tmp
     )
     code, out = _bounded_check(path)
     assert code == 2 and says in out and f"{path}:7:" in out and "Traceback" not in out, out
+
+
+async def test_a_day_burner_and_a_lamp_drawing_the_wrong_power(tmp_path: Path) -> None:
+    from gateway.edge.lighting.controller import LightingChanged
+
+    burner = AlarmRule(id="burner", device="lamps", point="ballast_3_level", day_burner="street")
+    power = AlarmRule(id="power", device="lamps", point="ballast_3_power",
+                      power={"target": "street", "watts": 50, "tolerance": 0.2})  # type: ignore[arg-type]  # fmt: skip
+    manager, bus, _, seen = _manager(tmp_path, burner, power)
+
+    def lamp(level: float, watts: float) -> None:
+        bus.publish(DeviceUpdate("lamps", 0, {"ballast_3_level": level, "ballast_3_power": watts}, {}, 0.0))
+
+    lamp(80, 40)  # no lighting level known yet: says nothing
+    assert seen == []
+    bus.publish(LightingChanged("street", 0.0, "program"))
+    lamp(0, 0)
+    assert seen == []
+    lamp(80, 40)  # the program says off, the lamp burns: a day burner; and 40 W where 0 W is expected
+    assert sorted(e.alarm for e in seen if isinstance(e, AlarmRaised)) == ["burner", "power"]
+    bus.publish(LightingChanged("street", 50.0, "program"))
+    lamp(50, 24)  # at 50 %: 25 W expected, 24 W is within 20 % of 50 W
+    cleared = {e.alarm for e in seen if isinstance(e, AlarmCleared)}
+    assert cleared == {"burner", "power"}
+    lamp(50, 5)  # a failing lamp draws too little
+    assert [e.alarm for e in seen if isinstance(e, AlarmRaised)].count("power") == 2
+    assert manager.alarms["power"].active and manager.alarms["power"].value == 5

@@ -262,6 +262,11 @@ class _Checker:
             elif rule.point is not None and source.point(rule.point) is None:
                 names = [p.name for p in source.points]
                 self.add((*at, "point"), f"{rule.device} has no point '{rule.point}'{did_you_mean(rule.point, names)}")
+            targets = {t.id for t in config.lighting.targets} if config.lighting is not None else set()
+            for key, target in (("day_burner", rule.day_burner), ("power", rule.power.target if rule.power else None)):
+                if target is not None and target not in targets:
+                    where = (*at, key) if key == "day_burner" else (*at, key, "target")
+                    self.add(where, f"'{target}' is not a lighting target{did_you_mean(target, targets)}")
 
     def indicators(self, config: GatewayConfig, devices: dict[str, ResolvedProfile]) -> None:
         """Indicator groups are lighting targets; feeder meters are devices (or nodes) with that counter."""

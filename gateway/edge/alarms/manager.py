@@ -13,6 +13,11 @@ A rule watches one point of one device (or the device's health):
   threshold does not flap; `delay`: the condition must hold that long first.
 - `equals`: a status bit or state (true, a code).
 - `offline_for`: the device has been offline that long.
+- `day_burner: <target>`: the point (a lamp's level) is above 0 while the lighting target
+  is at 0: a lamp burning in daylight.
+- `power: {target, watts, tolerance}`: the point (a lamp's power) is off the power the
+  target's level calls for (watts x level) by more than the tolerance (a share of watts):
+  a failing lamp draws too little, a failing driver too much.
 
 Lifecycle (after ISA-18.2): an alarm is *active* while its condition holds and
 *acknowledged* once someone says so (by whom and when); it leaves the list when it is both
@@ -39,6 +44,7 @@ from gateway.core.commands import CommandError
 from gateway.core.events import DeviceUpdate, EventBus, HealthChanged, Notable
 from gateway.edge.alarms.rules import AlarmRule
 from gateway.edge.clock import Clock
+from gateway.edge.lighting.controller import LightingChanged
 
 log = logging.getLogger("cityedge.alarms")
 
@@ -120,12 +126,14 @@ class AlarmManager:
         self.bus, self.clock, self.path = bus, clock, path
         self.watches = {rule.id: Watch(rule) for rule in rules}
         self.alarms: dict[str, Alarm] = {}
+        self.levels: dict[str, float] = {}  # the lighting targets' levels in effect
         self._undo: list[Any] = []
 
     def start(self) -> None:
         self._restore()
         self._undo.append(self.bus.subscribe(DeviceUpdate, self._on_update))
         self._undo.append(self.bus.subscribe(HealthChanged, self._on_health))
+        self._undo.append(self.bus.subscribe(LightingChanged, self._on_level))
         self._changed()
 
     def stop(self) -> None:
@@ -142,9 +150,12 @@ class AlarmManager:
                 continue
             value = update.values[rule.point]
             watch.last_value = value
-            holds = self._holds(rule, value, rule.id in self.alarms and self.alarms[rule.id].active)
+            holds = self._holds(rule, value, rule.id in self.alarms and self.alarms[rule.id].active, self.levels)
             if holds is not None:
                 self._condition(watch, holds, value)
+
+    def _on_level(self, event: LightingChanged) -> None:
+        self.levels[event.target] = event.level
 
     def _on_health(self, event: HealthChanged) -> None:
         for watch in self.watches.values():
@@ -168,13 +179,22 @@ class AlarmManager:
             self._unshelve(rule.id, now)
 
     @staticmethod
-    def _holds(rule: AlarmRule, value: Any, active: bool) -> bool | None:
+    def _holds(rule: AlarmRule, value: Any, active: bool, levels: dict[str, float]) -> bool | None:
         """Does the condition hold for this value (None: the value says nothing, e.g. a NaN or a text)?
         While the alarm is active the threshold moves back by the hysteresis."""
         if rule.equals is not None:
             return bool(value == rule.equals)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return None
+        if rule.day_burner is not None:
+            level = levels.get(rule.day_burner)
+            return None if level is None else level == 0 and value > 0
+        if rule.power is not None:
+            level = levels.get(rule.power.target)
+            if level is None:
+                return None
+            expected = rule.power.watts * level / 100
+            return abs(value - expected) > rule.power.tolerance * rule.power.watts
         band = rule.hysteresis if active else 0.0
         if rule.above is not None:
             return value > rule.above - band

@@ -10,6 +10,15 @@ from gateway.common.types import Duration, Identifier, Seconds, Strict
 
 Severity = Literal["critical", "major", "minor", "warning"]
 Number = Annotated[float, Field(allow_inf_nan=False)]
+CONDITIONS = ("above", "below", "equals", "offline_for", "day_burner", "power")
+
+
+class PowerCheck(Strict):
+    """The point is a lamp's (or a group's) power: it must match `watts` at the level a lighting target is at."""
+
+    target: str = Field(description="the lighting target whose level the lamp follows")
+    watts: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = Field(description="power at 100 %")
+    tolerance: Annotated[float, Field(ge=0, le=1)] = Field(0.2, description="the share of `watts` it may be off by")
 
 
 class AlarmRule(Strict):
@@ -22,16 +31,22 @@ class AlarmRule(Strict):
     hysteresis: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     delay: Annotated[Duration, Seconds(0, 86400)] = 0.0
     offline_for: Annotated[Duration, Seconds(1, 7 * 86400)] | None = None
+    day_burner: str | None = Field(
+        None, description="a lighting target: the point is a lamp level, on while the target is off"
+    )
+    power: PowerCheck | None = Field(
+        None, description="the point is a power: too high or too low for the target's level"
+    )
     severity: Severity = "major"
     message: str | None = Field(None, max_length=200, description="what an operator reads; default: the condition")
 
     @model_validator(mode="after")
     def _one_condition(self) -> AlarmRule:
-        given = [k for k in ("above", "below", "equals", "offline_for") if getattr(self, k) is not None]
+        given = [k for k in CONDITIONS if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("an alarm rule has exactly one of: above, below, equals, offline_for")
+            raise ValueError(f"an alarm rule has exactly one of: {', '.join(CONDITIONS)}")
         if self.offline_for is None and self.point is None:
-            raise ValueError("above, below and equals watch a point: give 'point'")
+            raise ValueError("above, below, equals, day_burner and power watch a point: give 'point'")
         return self
 
     def describe(self) -> str:
@@ -44,4 +59,8 @@ class AlarmRule(Strict):
             return f"{what} above {self.above:g}"
         if self.below is not None:
             return f"{what} below {self.below:g}"
+        if self.day_burner is not None:
+            return f"{what} on while {self.day_burner} is switched off (day burner)"
+        if self.power is not None:
+            return f"{what} off the expected power for {self.power.target}'s level"
         return f"{what} is {self.equals!r}"
