@@ -24,17 +24,13 @@ from hil.fixtures import SiteFactory
 from hil.site.scenario import gateway_config
 from tests.mqtt_harness import Watcher
 from tests.test_config_hostile import HEADER, _bounded_check
+from tests.waiting import until
 
 START = datetime(2026, 6, 28, 1, 0, tzinfo=ZoneInfo("Europe/Madrid"))
 
 
-async def _until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not check():
-        if loop.time() > end:
-            raise AssertionError(f"no {what} within {timeout}s")
-        await asyncio.sleep(0.02)
+async def _until(check: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    await until(check, timeout, what)
 
 
 def _manager(tmp_path: Path, *rules: AlarmRule) -> tuple[AlarmManager, EventBus, SimulatedClock, list[object]]:

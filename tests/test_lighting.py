@@ -3,7 +3,6 @@ gateway, with the broker up and with it down from dusk to dawn; daylight-saving 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import date, datetime, time
 from pathlib import Path
@@ -21,6 +20,7 @@ from hil.broker import MosquittoBroker
 from hil.fixtures import SiteFactory
 from tests.mqtt_harness import Watcher
 from tests.test_config_hostile import HEADER, _bounded_check
+from tests.waiting import until
 
 MADRID = ZoneInfo("Europe/Madrid")
 BARCELONA = Site(latitude=41.3874, longitude=2.1686, timezone="Europe/Madrid")
@@ -137,13 +137,8 @@ def _lighting() -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def _until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not check():
-        if loop.time() > end:
-            raise AssertionError(f"no {what} within {timeout}s")
-        await asyncio.sleep(0.02)
+async def _until(check: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    await until(check, timeout, what)
 
 
 async def _night(
