@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -100,7 +101,7 @@ class LightingController:
         self._wake = asyncio.Event()
         self._undo: list[Any] = []
         self.sent = 0  # commands sent
-        self.refused: list[str] = []  # commands the command service refused, with why
+        self.refused: deque[str] = deque(maxlen=50)  # the latest commands the command service refused, with why
 
     # -- life cycle ---------------------------------------------------------------------------------
 
