@@ -82,8 +82,12 @@ async def test_hostile_values_never_raise_or_clear(tmp_path: Path) -> None:
     assert len(seen) == 1 and manager.alarms["hot"].active
 
 
-def _site_config(site: Any, mosquitto: MosquittoBroker, tmp_path: Path, alarms: list[dict[str, Any]]) -> Path:
+def _site_config(
+    site: Any, mosquitto: MosquittoBroker, tmp_path: Path, alarms: list[dict[str, Any]], shipped: bool = False
+) -> Path:
     data = gateway_config(site.loaded, site.endpoint_addresses())
+    for device in data["devices"]:
+        device["alarms"] = shipped  # the profiles' own alarms: only where a test is about them
     data["gateway"] = {"id": "block", "health_interval": 1}
     data["mqtt"] = {"host": mosquitto.host, "port": mosquitto.port, "keepalive": 5}
     data["store"] = {"path": str(tmp_path / "outbox.db")}
@@ -217,3 +221,25 @@ async def test_a_day_burner_and_a_lamp_drawing_the_wrong_power(tmp_path: Path) -
     lamp(50, 5)  # a failing lamp draws too little
     assert [e.alarm for e in seen if isinstance(e, AlarmRaised)].count("power") == 2
     assert manager.alarms["power"].active and manager.alarms["power"].value == 5
+
+
+async def test_profiles_ship_alarms_every_device_of_their_model_gets(
+    site_factory: SiteFactory, mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    site = await site_factory(SITE)
+    path = _site_config(site, mosquitto, tmp_path, [], shipped=True)
+    gateway = Gateway(path, clock=SimulatedClock(START))
+    assert gateway.alarms is not None
+    ids = sorted(w.rule.id for w in gateway.alarms.watches.values())
+    assert ids == [f"lamps.lamp-failure.ballast_{i}_lamp_failure" for i in range(4)]
+    assert {w.rule.severity for w in gateway.alarms.watches.values()} == {"minor"}
+    await gateway.start()
+    try:
+        site.stimulus("lamps", "lamp_failure", {"ballast": 2})
+        await _until(lambda: "lamps.lamp-failure.ballast_2_lamp_failure" in gateway.alarms.alarms, "the shipped alarm")  # type: ignore[union-attr]
+    finally:
+        await gateway.stop()
+    data = yaml.safe_load(path.read_text())
+    data["devices"][0]["alarms"] = False  # this cabinet does without the shipped ones
+    path.write_text(yaml.safe_dump(data))
+    assert Gateway(path).alarms is None

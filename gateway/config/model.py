@@ -202,6 +202,7 @@ class DeviceConfig(Strict):
         default_factory=dict, description="intervals of the profile's point groups"
     )
     report: ReportSettings = Field(default_factory=ReportSettings)
+    alarms: bool = Field(True, description="false: without the alarms its profile ships")
     offline_after: int = Field(3, ge=1, le=100, description="consecutive failed cycles before offline")
     max_backoff: Annotated[Duration, Seconds(0.1, DAY)] = Field(
         60.0, description="longest wait between probes of an offline device"

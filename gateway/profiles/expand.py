@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.common.problems import KeyPath, format_path
+from gateway.common.problems import KeyPath, did_you_mean, format_path
 from gateway.points.types import NUMERIC_TYPES, DataType, Value
 from gateway.profiles.expr import ExpressionError, evaluate
 from gateway.profiles.model import MAX_REPEAT, Access, PointFields, Profile
@@ -149,6 +149,9 @@ def expand(
         if name not in seen:
             issues.append(Issue(("overrides", name), f"profile '{profile.name}' has no point '{name}'", True, True))
     issues.extend(found.check_points(profile, points))
+    for i, alarm in enumerate(profile.alarms):
+        if "*" not in alarm.point and alarm.point not in seen:
+            issues.append(Issue(("alarms", i, "point"), f"no point '{alarm.point}'{did_you_mean(alarm.point, seen)}"))
     resolved = ResolvedProfile(profile, values, tuple(points), found.limits(profile))
     return resolved, _dedupe(issues)
 

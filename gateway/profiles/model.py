@@ -20,6 +20,7 @@ from gateway.common.problems import ConfigError
 from gateway.common.types import DAY, Duration, Seconds, Strict, Within
 from gateway.common.validate import validate
 from gateway.common.yamlsource import YamlSource
+from gateway.edge.alarms.rules import ProfileAlarm
 from gateway.points.classes import check_device_class
 from gateway.points.types import DataType
 
@@ -149,6 +150,7 @@ class Profile(Strict):
     points: dict[PointName, PointFields] = Field(default_factory=dict)
     repeat: list[RepeatBlock] = Field(default_factory=list)
     limits: Any = None
+    alarms: list[ProfileAlarm] = Field(default_factory=list, description="alarms every device of this model gets")
 
 
 def profile_model(

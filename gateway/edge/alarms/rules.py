@@ -64,3 +64,36 @@ class AlarmRule(Strict):
         if self.power is not None:
             return f"{what} off the expected power for {self.power.target}'s level"
         return f"{what} is {self.equals!r}"
+
+
+class ProfileAlarm(Strict):
+    """An alarm a profile ships for every device of its model; `point` may end in a pattern (`ballast_*_lamp_failure`):
+    one alarm per matching point."""
+
+    id: Identifier
+    point: str = Field(max_length=64)
+    above: Number | None = None
+    below: Number | None = None
+    equals: bool | int | str | None = None
+    hysteresis: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    delay: Annotated[Duration, Seconds(0, 86400)] = 0.0
+    severity: Severity = "major"
+    message: str | None = Field(None, max_length=200)
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> ProfileAlarm:
+        if sum(getattr(self, k) is not None for k in ("above", "below", "equals")) != 1:
+            raise ValueError("a profile alarm has exactly one of: above, below, equals")
+        return self
+
+    def for_device(self, device: str, points: list[str]) -> list[AlarmRule]:
+        """The rules this alarm makes for one device, given its point names."""
+        import fnmatch
+
+        matched = [p for p in points if fnmatch.fnmatchcase(p, self.point)] if "*" in self.point else [self.point]
+        rules = []
+        for point in matched:
+            suffix = "" if "*" not in self.point else "." + point
+            fields = self.model_dump(exclude={"id", "point"})
+            rules.append(AlarmRule(id=f"{device}.{self.id}{suffix}"[:64], device=device, point=point, **fields))
+        return rules
