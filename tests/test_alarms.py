@@ -179,6 +179,9 @@ HOSTILE = [
     ("{id: a, device: meter, point: voltage_1, above: 1}", "meter has no point 'voltage_1'"),
     ("{id: a, device: meter, offline_for: 0}", "offline_for: must be between 1s and"),
     ("{id: a, device: meter, point: voltage_l1, above: 1, severity: apocalyptic}", "severity: must be 'critical'"),
+    ("{id: a, device: meter, point: voltage_l1, above: 1, during: ['25:00', '05:00']}", "during[0]: invalid value"),
+    ("{id: a, device: meter, point: voltage_l1, above: 1, during: ['01:00', '05:00'], timezone: Mars/Base}",
+     "unknown time zone 'Mars/Base'"),
     ("{id: a, device: meter, point: voltage_l1, above: 1, hysteresis: -1}",
      "hysteresis: must be greater than or equal to 0"),
 ]  # fmt: skip
@@ -243,3 +246,30 @@ async def test_profiles_ship_alarms_every_device_of_their_model_gets(
     data["devices"][0]["alarms"] = False  # this cabinet does without the shipped ones
     path.write_text(yaml.safe_dump(data))
     assert Gateway(path).alarms is None
+
+
+async def test_a_leak_is_flow_at_night_when_nobody_draws_water(tmp_path: Path) -> None:
+    leak = AlarmRule(id="leak", device="outfall", point="flow", above=0.5, delay=600, during=("01:00", "05:00"),
+                     timezone="Europe/Madrid", severity="major")  # fmt: skip
+    manager, bus, clock, seen = _manager(tmp_path, leak)  # the clock starts at 01:00 Madrid time
+
+    def flow(value: float) -> None:
+        bus.publish(DeviceUpdate("outfall", 0, {"flow": value}, {}, 0.0))
+        manager.tick()
+
+    for _ in range(12):  # 2 m3/h for an hour, every five minutes, in the night window: a leak after 10 min
+        flow(2.0)
+        await clock.advance(300)
+    assert [e.alarm for e in seen if isinstance(e, AlarmRaised)] == ["leak"]
+    await clock.advance(3 * 3600)  # 05:00: the window closes, morning demand is expected
+    flow(2.0)
+    assert [type(e).__name__ for e in seen] == ["AlarmRaised", "AlarmCleared"]
+    for _ in range(12):  # daytime flow raises nothing
+        flow(3.0)
+        await clock.advance(300)
+    assert len(seen) == 2
+    assert leak.in_window(datetime(2026, 6, 28, 23, 30, tzinfo=ZoneInfo("Europe/Madrid"))) is False
+    night = AlarmRule(id="n", device="d", point="p", above=1, during=("23:00", "05:00"))
+    assert night.in_window(datetime(2026, 6, 28, 23, 30, tzinfo=ZoneInfo("UTC")))
+    assert night.in_window(datetime(2026, 6, 28, 4, 59, tzinfo=ZoneInfo("UTC")))
+    assert not night.in_window(datetime(2026, 6, 28, 5, 0, tzinfo=ZoneInfo("UTC")))

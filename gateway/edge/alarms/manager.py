@@ -15,6 +15,8 @@ A rule watches one point of one device (or the device's health):
 - `offline_for`: the device has been offline that long.
 - `day_burner: <target>`: the point (a lamp's level) is above 0 while the lighting target
   is at 0: a lamp burning in daylight.
+- `during: [HH:MM, HH:MM]` (with `timezone`) limits any point rule to hours of the day: a
+  flow above a threshold between 01:00 and 05:00, when no demand is expected, is a leak.
 - `power: {target, watts, tolerance}`: the point (a lamp's power) is off the power the
   target's level calls for (watts x level) by more than the tolerance (a share of watts):
   a failing lamp draws too little, a failing driver too much.
@@ -151,6 +153,8 @@ class AlarmManager:
             value = update.values[rule.point]
             watch.last_value = value
             holds = self._holds(rule, value, rule.id in self.alarms and self.alarms[rule.id].active, self.levels)
+            if holds and not rule.in_window(self.clock.now()):
+                holds = False  # outside its hours the condition is expected (water drawn by day)
             if holds is not None:
                 self._condition(watch, holds, value)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, model_validator
 
@@ -11,6 +13,7 @@ from gateway.common.types import Duration, Identifier, Seconds, Strict
 Severity = Literal["critical", "major", "minor", "warning"]
 Number = Annotated[float, Field(allow_inf_nan=False)]
 CONDITIONS = ("above", "below", "equals", "offline_for", "day_burner", "power")
+ClockTime = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")]
 
 
 class PowerCheck(Strict):
@@ -39,6 +42,10 @@ class AlarmRule(Strict):
     )
     severity: Severity = "major"
     message: str | None = Field(None, max_length=200, description="what an operator reads; default: the condition")
+    during: tuple[ClockTime, ClockTime] | None = Field(
+        None, description="only between these local times (a leak: night flow when nobody draws water)"
+    )
+    timezone: str = Field("UTC", description="IANA time zone of `during`")
 
     @model_validator(mode="after")
     def _one_condition(self) -> AlarmRule:
@@ -47,7 +54,19 @@ class AlarmRule(Strict):
             raise ValueError(f"an alarm rule has exactly one of: {', '.join(CONDITIONS)}")
         if self.offline_for is None and self.point is None:
             raise ValueError("above, below, equals, day_burner and power watch a point: give 'point'")
+        try:
+            ZoneInfo(self.timezone)
+        except (KeyError, ValueError):
+            raise ValueError(f"unknown time zone {self.timezone!r} (an IANA name such as Europe/Madrid)") from None
         return self
+
+    def in_window(self, now: datetime) -> bool:
+        """Is `now` inside `during` (which may span midnight: 23:00-05:00)?"""
+        if self.during is None:
+            return True
+        clock = now.astimezone(ZoneInfo(self.timezone)).strftime("%H:%M")
+        start, end = self.during
+        return start <= clock < end if start <= end else clock >= start or clock < end
 
     def describe(self) -> str:
         if self.message:
