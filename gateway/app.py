@@ -33,7 +33,7 @@ from gateway.core.state import StateStore
 from gateway.core.supervision import InputFaults, Supervisor
 from gateway.edge.alarms.manager import AlarmManager
 from gateway.edge.alarms.rules import AlarmRule
-from gateway.edge.clock import Clock, SystemClock
+from gateway.edge.clock import Clock, SystemClock, sleep_or_wake
 from gateway.edge.indicators.tracker import Indicators
 from gateway.edge.lighting.controller import LightingController
 from gateway.north.extensions.alarms import AlarmPublisher
@@ -168,11 +168,16 @@ class Gateway:
         return self.indicators.snapshot()
 
     async def _alarm_clock(self) -> None:
-        """Delays and offline times run out with the (injectable) clock."""
-        assert self.alarms is not None
+        """Delays, offline times and shelvings run out with the (injectable) clock: sleep until the next one is
+        due (or a minute), or until a new one starts."""
+        alarms = self.alarms
+        assert alarms is not None
         while True:
-            await self.clock.sleep_until(self.clock.now() + timedelta(seconds=1))
-            self.alarms.tick()
+            alarms.tick()
+            now = self.clock.now()
+            due = min(filter(None, (alarms.next_due(), now + timedelta(seconds=60))))
+            alarms.timer.clear()
+            await sleep_or_wake(self.clock, due, alarms.timer)
 
     async def _lighting_status(self, data: dict[str, Any]) -> dict[str, Any]:
         assert self.lighting is not None

@@ -77,3 +77,14 @@ class SimulatedClock:
         """Advance to `when` in steps of at most `step` seconds."""
         while self._now < when:
             await self.advance(min(step, (when - self._now).total_seconds()), settle)
+
+
+async def sleep_or_wake(clock: Clock, when: datetime, wake: asyncio.Event) -> None:
+    """Sleep until `when` on `clock`, or until `wake` is set, whichever comes first."""
+    sleeper = asyncio.ensure_future(clock.sleep_until(when))
+    waker = asyncio.ensure_future(wake.wait())
+    try:
+        await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sleeper, waker):
+            task.cancel()

@@ -32,6 +32,7 @@ had, announces none of them again, and clears each when its condition is seen to
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -129,6 +130,7 @@ class AlarmManager:
         self.watches = {rule.id: Watch(rule) for rule in rules}
         self.alarms: dict[str, Alarm] = {}
         self.levels: dict[str, float] = {}  # the lighting targets' levels in effect
+        self.timer = asyncio.Event()  # set when a delay, an offline time or a shelving starts to run
         self._undo: list[Any] = []
 
     def start(self) -> None:
@@ -165,7 +167,9 @@ class AlarmManager:
         for watch in self.watches.values():
             if watch.rule.device == event.device and watch.rule.offline_for is not None:
                 if event.state == "offline":
-                    watch.offline_since = watch.offline_since or self.clock.now()
+                    if watch.offline_since is None:
+                        watch.offline_since = self.clock.now()
+                        self.timer.set()
                 else:
                     watch.offline_since = None
                     self._condition(watch, False, event.state)
@@ -181,6 +185,18 @@ class AlarmManager:
             elif watch.since is not None and now - watch.since >= timedelta(seconds=rule.delay):
                 self._raise(watch, watch.last_value)
             self._unshelve(rule.id, now)
+
+    def next_due(self) -> datetime | None:
+        """The earliest moment a delay, an offline time or a shelving runs out (None: nothing is running)."""
+        due: list[datetime] = []
+        for watch in self.watches.values():
+            rule = watch.rule
+            if rule.offline_for is not None and watch.offline_since is not None:
+                due.append(watch.offline_since + timedelta(seconds=rule.offline_for))
+            elif watch.since is not None:
+                due.append(watch.since + timedelta(seconds=rule.delay))
+        due += [datetime.fromisoformat(a.shelved_until) for a in self.alarms.values() if a.shelved_until]
+        return min(due, default=None)
 
     @staticmethod
     def _holds(rule: AlarmRule, value: Any, active: bool, levels: dict[str, float]) -> bool | None:
@@ -210,7 +226,9 @@ class AlarmManager:
         if holds:
             if rule.id in self.alarms and self.alarms[rule.id].active:
                 return
-            watch.since = watch.since or self.clock.now()
+            if watch.since is None:
+                watch.since = self.clock.now()
+                self.timer.set()
             if rule.delay == 0:
                 self._raise(watch, value)
             return
@@ -258,6 +276,7 @@ class AlarmManager:
             raise CommandError("out_of_range", "shelve for a duration of 60 to 604800 seconds")
         until = (self.clock.now() + timedelta(seconds=float(duration))).isoformat()
         alarm.shelved_until = until
+        self.timer.set()
         self.bus.publish(AlarmShelved(alarm.id, _who(data), until, self._stamp()))
         self._changed()
         return alarm.to_json()

@@ -21,7 +21,6 @@ broker plays no part: with the uplink down the lamps switch as they would with i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from gateway.core.commands import Command, CommandError, CommandService
 from gateway.core.events import DeviceUpdate, EventBus
 from gateway.core.state import StateStore
 from gateway.core.supervision import Supervisor
-from gateway.edge.clock import Clock
+from gateway.edge.clock import Clock, sleep_or_wake
 from gateway.edge.lighting.program import Event, in_force
 from gateway.edge.lighting.settings import LightingSettings, Target
 
@@ -238,15 +237,7 @@ class LightingController:
                     await self._apply(state, decision)
                 self._publish(state, decision, now)
             self._wake.clear()
-            sleeper = asyncio.ensure_future(self.clock.sleep_until(wake))
-            waker = asyncio.ensure_future(self._wake.wait())
-            try:
-                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (sleeper, waker):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            await sleep_or_wake(self.clock, wake, self._wake)
 
     async def _apply(self, state: TargetState, decision: Decision) -> None:
         target = state.target
