@@ -137,6 +137,23 @@ def _lighting() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _gateway_file(site: Any, mosquitto: MosquittoBroker, tmp_path: Path, name: str = "gw", **sections: Any) -> Path:
+    """The gateway configuration of `site` with the lighting of these tests (and pole-1, the square's sensor node);
+    `sections` replace or add top-level sections."""
+    from hil.site.scenario import gateway_config
+
+    data = gateway_config(site.loaded, site.endpoint_addresses())
+    data["gateway"] = {"id": "block", "health_interval": 1}
+    data["mqtt"] = {"host": mosquitto.host, "port": mosquitto.port, "keepalive": 5}
+    data["store"] = {"path": str(tmp_path / f"outbox-{name}.db")}
+    data["lighting"] = _lighting()
+    data["nodes"] = [{"id": "pole-1"}]
+    data.update(sections)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
 async def _until(check: Callable[[], object], what: str, timeout: float = 10.0) -> None:
     await until(check, timeout, what)
 
@@ -144,16 +161,7 @@ async def _until(check: Callable[[], object], what: str, timeout: float = 10.0) 
 async def _night(
     site: Any, mosquitto: MosquittoBroker, tmp_path: Path, broker_down: bool
 ) -> list[tuple[str, str, float]]:
-    from hil.site.scenario import gateway_config
-
-    data = gateway_config(site.loaded, site.endpoint_addresses())
-    data["gateway"] = {"id": "block", "health_interval": 1}
-    data["mqtt"] = {"host": mosquitto.host, "port": mosquitto.port, "keepalive": 5}
-    data["store"] = {"path": str(tmp_path / f"outbox-{broker_down}.db")}
-    data["lighting"] = _lighting()
-    data["nodes"] = [{"id": "pole-1"}]  # the square's motion sensor
-    path = tmp_path / f"gw-{broker_down}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path = _gateway_file(site, mosquitto, tmp_path, f"gw-{broker_down}")
     clock = SimulatedClock(at("2026-06-27T21:00"))
     gateway = Gateway(path, clock=clock)
     switched: list[tuple[str, str, float]] = []
@@ -220,17 +228,8 @@ async def test_a_night_in_barcelona_with_and_without_the_broker(
 async def test_an_operator_overrides_a_target_over_mqtt(
     site_factory: SiteFactory, mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
-    from hil.site.scenario import gateway_config
-
     site = await site_factory(SITE)
-    data = gateway_config(site.loaded, site.endpoint_addresses())
-    data["gateway"] = {"id": "block", "health_interval": 1}
-    data["mqtt"] = {"host": mosquitto.host, "port": mosquitto.port, "keepalive": 5}
-    data["store"] = {"path": str(tmp_path / "outbox.db")}
-    data["lighting"] = _lighting()
-    data["nodes"] = [{"id": "pole-1"}]
-    path = tmp_path / "gw.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path = _gateway_file(site, mosquitto, tmp_path)
     clock = SimulatedClock(at("2026-06-27T23:00"))
     w = Watcher(mosquitto)
     await w.start()
@@ -296,6 +295,7 @@ SECTION = (
     "  targets:\n"
     "    - {id: street, device: lamps, point: group_0_arc_power}\n"
 )
+TARGET = "    - {id: street, device: lamps, point: group_0_arc_power}\n"
 HOSTILE = [
     ("{at: sunset, level: 100}", "{at: sunset+9h, level: 100}", "more than 6h from the sun"),
     ("{at: sunset, level: 100}", "{at: '25:00', level: 100}", "hours go to 23, not 25"),
@@ -310,6 +310,10 @@ HOSTILE = [
     ("device: lamps,", "device: lampz,", "unknown device 'lampz'"),
     ("point: group_0_arc_power}", "point: group_0_arc_power, motion: {device: pole-9}}",
      "unknown device or node 'pole-9'"),
+    (TARGET, TARGET + "indicators: {groups: {street: {lamps: 2, watts: .nan}}}\n", "watts: must be a finite number"),
+    (TARGET, TARGET + "indicators: {groups: {strete: {lamps: 2, watts: 50}}}\n", "'strete' is not a lighting target"),
+    (TARGET, TARGET + "indicators: {groups: {street: {lamps: 1e400, watts: 5}}}\n", "lamps: "),
+    (TARGET, TARGET + "indicators: {feeders: {f1: {device: lamps, point: kwh}}}\n", "lamps has no point 'kwh'"),
     ("point: group_0_arc_power}", "point: group_0_arc_power, photocell: {device: pole-1, on_below: 50, off_above: 10}}",
      "off_above must be above on_below"),
 ]  # fmt: skip
@@ -331,17 +335,9 @@ async def test_motion_from_an_emulated_pole_node_raises_the_square_for_its_hold(
 ) -> None:
     """The real node firmware (MicroPython unix port) reports its PIR; the square goes up for the hold, then back."""
     from hil.esp32.node import NodeEmulator
-    from hil.site.scenario import gateway_config
 
     site = await site_factory(SITE)
-    data = gateway_config(site.loaded, site.endpoint_addresses())
-    data["gateway"] = {"id": "block", "health_interval": 1}
-    data["mqtt"] = {"host": mosquitto.host, "port": mosquitto.port, "keepalive": 5}
-    data["store"] = {"path": str(tmp_path / "outbox.db")}
-    data["lighting"] = _lighting()
-    data["nodes"] = [{"id": "pole-1"}]
-    path = tmp_path / "gw.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path = _gateway_file(site, mosquitto, tmp_path)
     clock = SimulatedClock(at("2026-06-28T00:40"))
     gateway = Gateway(path, clock=clock)
     await gateway.start()
@@ -377,20 +373,13 @@ async def test_motion_from_an_emulated_pole_node_raises_the_square_for_its_hold(
 async def test_a_photocell_with_hysteresis_keeps_daylight_lamps_off_and_never_flickers(
     site_factory: SiteFactory, mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
-    from hil.site.scenario import gateway_config
-
     site = await site_factory(SITE)
-    data = gateway_config(site.loaded, site.endpoint_addresses())
-    data.update(gateway={"id": "block"}, mqtt={"host": mosquitto.host, "port": mosquitto.port},
-                store={"path": str(tmp_path / "outbox.db")}, nodes=[{"id": "pole-1"}])  # fmt: skip
     lighting = _lighting()
     lighting["targets"] = [
         {"id": "park", "device": "lamps", "point": "group_0_arc_power",
          "photocell": {"device": "pole-1", "point": "illuminance", "on_below": 20, "off_above": 40}},
     ]  # fmt: skip
-    data["lighting"] = lighting
-    path = tmp_path / "gw.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path = _gateway_file(site, mosquitto, tmp_path, lighting=lighting)
     clock = SimulatedClock(at("2026-06-27T22:00"))  # the program says 100 since sunset+10m
     gateway = Gateway(path, clock=clock)
     await gateway.start()
@@ -416,22 +405,17 @@ async def test_energy_saved_over_a_night_worked_out_by_hand(
 ) -> None:
     """Ten 50 W lamps: 100 % from 20:00, 50 % from 22:00, off at 02:00. By hand: 6 burning hours; at full power
     10 x 50 W x 6 h = 3.0 kWh; used 10 x 50 W x (2 h x 100 % + 4 h x 50 %) = 2.0 kWh; saved 1.0 kWh, 33.33 %."""
-    from hil.site.scenario import gateway_config
-
     site = await site_factory(SITE)
-    data = gateway_config(site.loaded, site.endpoint_addresses())
-    data.update(gateway={"id": "block"}, mqtt={"host": mosquitto.host, "port": mosquitto.port},
-                store={"path": str(tmp_path / "outbox.db")})  # fmt: skip
     lighting = _lighting()
     lighting["programs"] = {"night": [{"at": "20:00", "level": 100}, {"at": "22:00", "level": 50},
                                       {"at": "02:00", "level": 0}]}  # fmt: skip
     lighting["targets"] = [{"id": "street", "device": "lamps", "point": "group_0_arc_power"}]
-    data["lighting"] = lighting
-    data["indicators"] = {"interval": 3600, "groups": {"street": {"lamps": 10, "watts": 50}},
-                          "feeders": {"f1": {"device": "pole-1", "point": "motion_count"}}}  # fmt: skip
-    data["nodes"] = [{"id": "pole-1"}]  # stands in for a feeder meter: its counter is fed below
-    path = tmp_path / "gw.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    indicators = {
+        "interval": 3600,
+        "groups": {"street": {"lamps": 10, "watts": 50}},
+        "feeders": {"f1": {"device": "pole-1", "point": "motion_count"}},
+    }  # pole-1 stands in for a meter
+    path = _gateway_file(site, mosquitto, tmp_path, lighting=lighting, indicators=indicators)  # fmt: skip
     clock = SimulatedClock(at("2026-06-27T19:00"))
     gateway = Gateway(path, clock=clock)
     await gateway.start()
