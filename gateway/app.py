@@ -110,7 +110,9 @@ class Gateway:
             self.ctx.actions["lighting"] = self._lighting_status
         self.indicators: Indicators | None = None
         if config.indicators is not None:
-            self.indicators = Indicators(config.indicators, self.bus, self.clock)
+            zone = config.lighting.site.timezone if config.lighting is not None else "UTC"
+            kept = config.store.path.parent / "indicators.json"
+            self.indicators = Indicators(config.indicators, self.bus, self.clock, kept, zone)
             self.ctx.actions["indicators"] = self._indicators
             self.store.section("indicators", self.indicators.snapshot)
         self.alarms: AlarmManager | None = None

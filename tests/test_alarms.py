@@ -234,8 +234,11 @@ async def test_profiles_ship_alarms_every_device_of_their_model_gets(
     gateway = Gateway(path, clock=SimulatedClock(START))
     assert gateway.alarms is not None
     ids = sorted(w.rule.id for w in gateway.alarms.watches.values())
-    assert ids == [f"lamps.lamp-failure.ballast_{i}_lamp_failure" for i in range(4)]
-    assert {w.rule.severity for w in gateway.alarms.watches.values()} == {"minor"}
+    lamps = [f"lamps.lamp-failure.ballast_{i}_lamp_failure" for i in range(4)]
+    supply = [f"meter.supply-loss.voltage_l{i}" for i in (1, 2, 3)]
+    assert ids == lamps + supply
+    severities = {w.rule.id: w.rule.severity for w in gateway.alarms.watches.values()}
+    assert {severities[i] for i in lamps} == {"minor"} and {severities[i] for i in supply} == {"critical"}
     await gateway.start()
     try:
         site.stimulus("lamps", "lamp_failure", {"ballast": 2})
@@ -243,7 +246,8 @@ async def test_profiles_ship_alarms_every_device_of_their_model_gets(
     finally:
         await gateway.stop()
     data = yaml.safe_load(path.read_text())
-    data["devices"][0]["alarms"] = False  # this cabinet does without the shipped ones
+    for device in data["devices"]:
+        device["alarms"] = False  # this cabinet does without the shipped ones
     path.write_text(yaml.safe_dump(data))
     assert Gateway(path).alarms is None
 
@@ -273,3 +277,29 @@ async def test_a_leak_is_flow_at_night_when_nobody_draws_water(tmp_path: Path) -
     assert night.in_window(datetime(2026, 6, 28, 23, 30, tzinfo=ZoneInfo("UTC")))
     assert night.in_window(datetime(2026, 6, 28, 4, 59, tzinfo=ZoneInfo("UTC")))
     assert not night.in_window(datetime(2026, 6, 28, 5, 0, tzinfo=ZoneInfo("UTC")))
+
+
+async def test_a_feeder_losing_a_phase_raises_the_meters_shipped_supply_loss_alarm(
+    site_factory: SiteFactory, mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """The emulated SDM630 loses L2: its profile's supply-loss alarm is raised for that phase alone, critical,
+    acknowledged, and cleared (and gone from the list) when the supply is back."""
+    site = await site_factory(SITE)
+    path = _site_config(site, mosquitto, tmp_path, [], shipped=True)
+    gateway = Gateway(path, clock=SimulatedClock(START))
+    await gateway.start()
+    alarms = gateway.alarms
+    assert alarms is not None
+    try:
+        await _until(lambda: gateway.store.reading("meter", "voltage_l2") is not None, "the meter's first poll")
+        assert alarms.list() == []  # 230 V on every phase
+        site.stimulus("meter", "supply_loss", {"phase": "l2"})
+        await _until(lambda: "meter.supply-loss.voltage_l2" in alarms.alarms, "the supply loss on L2")
+        lost = alarms.alarms["meter.supply-loss.voltage_l2"]
+        assert lost.severity == "critical" and lost.value == 0 and lost.message == "a phase lost its supply"
+        assert [a["id"] for a in alarms.list()] == ["meter.supply-loss.voltage_l2"]  # L1 and L3 still have theirs
+        await alarms.acknowledge({"alarm": "meter.supply-loss.voltage_l2", "by": "ana"})
+        site.stimulus("meter", "supply_restored", {})
+        await _until(lambda: alarms.list() == [], "the supply back: cleared and, acknowledged, gone")
+    finally:
+        await gateway.stop()

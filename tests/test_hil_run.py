@@ -121,3 +121,69 @@ async def test_scenario_with_an_esp32_node_losing_its_wifi(tmp_path: Path) -> No
     code, out = await hil_run(path)
     assert code == 0, out
     assert "result: 4 passed, 0 failed" in out
+
+
+async def test_a_night_in_barcelona_on_a_fast_clock(tmp_path: Path) -> None:
+    """The shipped scenario, 1800 times faster than real time: ten hours of lighting in twenty seconds, with the
+    switch points of the program and a lamp failure's alarm judged in simulated seconds."""
+    scenario = yaml.safe_load((ROOT / "hil/scenarios/night-in-barcelona.yaml").read_text())
+    scenario["clock"]["speed"] = 1800
+    path = tmp_path / "night.yaml"
+    path.write_text(yaml.safe_dump(scenario, sort_keys=False))
+    code, out = await hil_run(path)
+    assert code == 0, out
+    assert "result: 7 passed, 0 failed" in out
+    assert "PASS  lighting street at 50 between 14100s and 30000s" in out
+    assert "PASS  alarm lamps.lamp-failure.ballast_3_lamp_failure active" in out
+    step = next(line for line in out.splitlines() if "stimulus=lamp_failure" in line)
+    at = float(re.match(r"t=\s*([\d.]+)s", step).group(1))  # type: ignore[union-attr]
+    assert 7200 <= at < 7200 + 1800, step  # at 23:00, give or take a real second
+
+
+async def test_a_scenario_that_expects_the_wrong_night_fails_and_says_what_it_saw(tmp_path: Path) -> None:
+    scenario = yaml.safe_load((ROOT / "hil/scenarios/night-in-barcelona.yaml").read_text())
+    scenario["clock"]["speed"] = 3000
+    scenario["timeline"] = []
+    scenario["expect"] = [
+        {"lighting": "street", "value": 100, "between": ["0s", "30m"]},  # still day: 0
+        {"alarm": "lamps.lamp-failure.ballast_3_lamp_failure", "between": ["0s", "1h"]},
+    ]
+    scenario["duration"] = "1h"
+    path = tmp_path / "wrong.yaml"
+    path.write_text(yaml.safe_dump(scenario, sort_keys=False))
+    code, out = await hil_run(path)
+    assert code == 1, out
+    assert "FAIL  lighting street at 100 between 0s and 1800s (seen: 0.0)" in out, out
+    assert "FAIL  alarm lamps.lamp-failure.ballast_3_lamp_failure active between 0s and 3600s (seen: not active)" in out
+
+
+def test_hostile_scenario_clocks_and_automation_are_refused_at_their_line(tmp_path: Path) -> None:
+    base = (ROOT / "hil/scenarios/night-in-barcelona.yaml").read_text()
+    cases = [
+        ('clock: {start: "2026-06-27T21:00:00+02:00", speed: 600}', 'clock: {start: "2026-06-27T21:00:00", speed: 5}',
+         "start: give the time with its offset"),
+        ('clock: {start: "2026-06-27T21:00:00+02:00", speed: 600}', 'clock: {start: "2026-06-27T21:00:00Z", speed: 0}',
+         "clock.speed: must be greater than or equal to 1, got 0"),
+        ("{lighting: street, value: 0, between: [0s, 30m]}", "{lighting: stret, value: 0, between: [0s, 30m]}",
+         "'stret' is not a lighting target"),
+        ("{lighting: street, value: 0, between: [0s, 30m]}", "{lighting: street, between: [0s, 30m]}",
+         "a lighting expectation gives the level as 'value'"),
+        ("{lighting: street, value: 0, between: [0s, 30m]}", "{alarm: x, value: 1, between: [0s, 30m]}",
+         "an alarm expectation says only 'active'"),
+        ("{at: sunset+10m, level: 100}", "{at: sunset+10m, level: 101}", "level: must be between 0 and 100"),
+    ]  # fmt: skip
+    from gateway.common.problems import ConfigError
+    from hil.site.scenario import load_scenario
+
+    for old, new, says in cases:
+        assert old in base, old
+        path = tmp_path / "bad.yaml"
+        path.write_text(base.replace(old, new, 1))
+        line = base[: base.index(old)].count("\n") + 1
+        try:
+            load_scenario(path)
+        except ConfigError as exc:
+            told = str(exc)
+        else:
+            raise AssertionError(f"{new} was accepted")
+        assert says in told and f"{path}:{line}:" in told, (new, told)

@@ -26,14 +26,17 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
 _DURATION = re.compile(r"^\s*(\d{1,12}(?:\.\d{1,9})?)\s*(ms|s|m|h|d)?\s*$")
+_PART = r"\d{1,12}(?:\.\d{1,9})?\s*(?:ms|s|m|h|d)"
+_COMPOUND = re.compile(rf"^\s*(?:{_PART}\s*){{2,4}}$")  # 2h45m, 1d12h, 1m30s
+_PARTS = re.compile(r"(\d{1,12}(?:\.\d{1,9})?)\s*(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"
+DURATION_PATTERN = r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d)?|(\d+(\.\d+)?\s*(ms|s|m|h|d)\s*){2,4})\s*$"
 YEAR = 365 * 86400.0
 DAY = 86400.0
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds from `500ms`, `1s`, `5m`, `2h`, `1d` or a plain number of seconds."""
+    """Seconds from `500ms`, `1s`, `5m`, `2h`, `1d`, a sum of them (`2h45m`) or a plain number of seconds."""
     if isinstance(value, bool):
         raise ValueError(f"bad duration {value!r}: use a number of seconds or a string like 500ms, 1s, 5m")
     if isinstance(value, int | float):
@@ -46,6 +49,8 @@ def parse_duration(value: Any) -> float:
         match = _DURATION.match(value)
         if match:
             return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        if _COMPOUND.match(value):
+            return sum(float(n) * _UNIT_SECONDS[u] for n, u in _PARTS.findall(value))
     raise ValueError(f"bad duration {value!r}: use a number of seconds or a string like 500ms, 1s, 5m")
 
 

@@ -7,6 +7,7 @@ configuration and in the profiles it uses), each with file, line and key.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -273,13 +274,29 @@ class _Checker:
         if config.indicators is None:
             return
         targets = {t.id for t in config.lighting.targets} if config.lighting is not None else set()
-        for name in config.indicators.groups:
+        for name, group in config.indicators.groups.items():
             if name not in targets:
                 self.add(
                     ("indicators", "groups", name), f"'{name}' is not a lighting target{did_you_mean(name, targets)}"
                 )
+            if group.failures is not None:
+                at: KeyPath = ("indicators", "groups", name, "failures")
+                resolved = devices.get(group.failures.device)
+                if resolved is None:
+                    device = group.failures.device
+                    self.add((*at, "device"), f"unknown device '{device}'{did_you_mean(device, devices)}")
+                elif not any(fnmatch.fnmatchcase(p.name, group.failures.points) for p in resolved.points):
+                    pattern = group.failures.points
+                    self.add((*at, "points"), f"{group.failures.device} has no point matching '{pattern}'")
+        for name, watch in config.indicators.levels.items():
+            at = ("indicators", "levels", name)
+            resolved = devices.get(watch.device)
+            if resolved is None:
+                self.add((*at, "device"), f"unknown device '{watch.device}'{did_you_mean(watch.device, devices)}")
+            elif resolved.point(watch.point) is None:
+                self.add((*at, "point"), f"{watch.device} has no point '{watch.point}'")
         for name, meter in config.indicators.feeders.items():
-            at: KeyPath = ("indicators", "feeders", name)
+            at = ("indicators", "feeders", name)
             resolved = devices.get(meter.device)
             if resolved is None:
                 self.add((*at, "device"), f"unknown device '{meter.device}'{did_you_mean(meter.device, devices)}")

@@ -67,6 +67,7 @@ class EnergyMeter(Behaviour):
     """Voltages around nominal with noise, currents and power from a load, energy that only grows."""
 
     name = "meter"
+    stimuli = ("supply_loss", "supply_restored")
     defaults: ClassVar[dict[str, Any]] = {
         "nominal_voltage": 230.0,
         "frequency": 50.0,
@@ -81,6 +82,16 @@ class EnergyMeter(Behaviour):
         self.phases = ["_l1", "_l2", "_l3"] if self.device.has("voltage_l1") else [""]
         self.energy_import = float(self.device.get("energy_import")) if self.device.has("energy_import") else 0.0
         self.t0 = now
+        self.lost: set[str] = set()  # phases without supply: no voltage, no current
+
+    def stimulus_supply_loss(self, phase: str | None = None) -> None:
+        """The feeder loses its supply: on every phase, or on one (`l1`, `l2`, `l3`)."""
+        if phase is not None and f"_{phase}" not in self.phases:
+            raise ValueError(f"no phase {phase!r} (phases: {', '.join(p.strip('_') or 'single' for p in self.phases)})")
+        self.lost = set(self.phases) if phase is None else self.lost | {f"_{phase}"}
+
+    def stimulus_supply_restored(self) -> None:
+        self.lost = set()
 
     def _load_current(self, voltage: float, now: float) -> float:
         source = self.env.behaviours.get(self.options["load_from"] or "")
@@ -99,6 +110,8 @@ class EnergyMeter(Behaviour):
                 + self.rng.gauss(0, self.options["noise_v"])
             )
             i = max(0.0, self._load_current(v, now) + self.rng.gauss(0, 0.02))
+            if phase in self.lost:
+                v = i = 0.0
             p, s = v * i * pf, v * i
             total_p, total_s = total_p + p, total_s + s
             self._set(f"voltage{phase}", round(v, 2))

@@ -58,6 +58,7 @@ class Site:
         self.link_types = {link.id: link.type for link in sc.links}
         self._tasks: list[asyncio.Task[None]] = []
         self._started = 0.0
+        self.speed = 1.0  # scenario seconds per real second: a scenario with a clock runs its timeline faster
         self.nodes: dict[str, NodeEmulator] = {}
         self.meters: dict[str, Any] = {}  # IEC 62056-21 meters, M-Bus meters, ASCII sensors
         emulated = {link.id for link in sc.links if link.hardware is None}
@@ -191,7 +192,7 @@ class Site:
 
     @property
     def elapsed(self) -> float:
-        return time.monotonic() - self._started
+        return (time.monotonic() - self._started) * self.speed
 
     # -- what is where ----------------------------------------------------------------------
 
@@ -364,7 +365,7 @@ class Site:
         for step in sorted(self.loaded.scenario.timeline, key=lambda s: s.at):
             delay = step.at - self.elapsed
             if delay > 0:
-                await asyncio.sleep(delay)
+                await asyncio.sleep(delay / self.speed)
             what = " ".join(f"{k}={v}" for k, v in step.model_dump(exclude_defaults=True, exclude={"at"}).items())
             try:
                 await self.apply(step)

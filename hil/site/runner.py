@@ -2,7 +2,9 @@
 
 The site (emulated links only; `hardware:` links are the real thing), the timeline and
 the gateway run together; everything the gateway publishes is recorded and each
-expectation is checked against what was actually seen in its time window.
+expectation is checked against what was actually seen in its time window. A scenario with a
+`clock` runs the gateway's automation (lighting, alarms, indicators) on simulated time, `speed`
+times faster than real time, and reads every time of the scenario as simulated seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import aiomqtt
 import yaml
 
 from gateway.app import Gateway
+from gateway.edge.clock import FastClock
 from hil.broker import MosquittoBroker, find_mosquitto
 from hil.site.emulated import Site
 from hil.site.scenario import Expectation, LoadedScenario, gateway_config
@@ -41,14 +44,20 @@ class Verdict:
 
     def line(self) -> str:
         e = self.expectation
+        window = f"between {e.between[0]:g}s and {e.between[1]:g}s"
+        verdict = "PASS" if self.passed else "FAIL"
+        if e.lighting is not None:
+            what = f"lighting {e.lighting} at {e.value!r}" + (f" ±{e.tolerance:g}" if e.tolerance else "")
+            return f"{verdict}  {what} {window} ({self.seen})"
+        if e.alarm is not None:
+            return f"{verdict}  alarm {e.alarm} {'active' if e.active else 'not active'} {window} ({self.seen})"
         if e.value is not None:
             what = f"{e.point} = {e.value!r}" + (f" ±{e.tolerance:g}" if e.tolerance else "")
         elif e.availability is not None:
             what = f"availability {e.availability}"
         else:
             what = f"health {e.state}"
-        window = f"between {e.between[0]:g}s and {e.between[1]:g}s"
-        return f"{'PASS' if self.passed else 'FAIL'}  {e.device} {what} {window} ({self.seen})"
+        return f"{verdict}  {e.device} {what} {window} ({self.seen})"
 
 
 @dataclass
@@ -74,8 +83,8 @@ class Report:
 
 
 class Recorder:
-    def __init__(self, host: str, port: int, base: str) -> None:
-        self.host, self.port, self.base = host, port, base
+    def __init__(self, host: str, port: int, base: str, speed: float = 1.0) -> None:
+        self.host, self.port, self.base, self.speed = host, port, base, speed
         self.records: list[Record] = []
         self.start = time.monotonic()
         self._task: asyncio.Task[None] | None = None
@@ -89,8 +98,13 @@ class Recorder:
                     self.ready.set()
                     async for m in client.messages:
                         payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
-                        self.records.append(Record(time.monotonic() - self.start, str(m.topic), payload))
+                        self.records.append(Record(self.elapsed, str(m.topic), payload))
             await asyncio.sleep(0.2)
+
+    @property
+    def elapsed(self) -> float:
+        """Scenario seconds since the start (simulated ones when the scenario has a clock)."""
+        return (time.monotonic() - self.start) * self.speed
 
 
 def _timeline(records: list[Record], topic: str) -> list[tuple[float, Any]]:
@@ -115,6 +129,26 @@ def _in_window(series: list[tuple[float, Any]], start: float, end: float) -> Ite
 def check(expectation: Expectation, records: list[Record], base: str) -> Verdict:
     e = expectation
     start, end = e.between
+    if e.lighting is not None:
+        assert isinstance(e.value, int | float)
+        series = [
+            (t, p.get("level")) for t, p in _timeline(records, f"{base}/lighting/{e.lighting}") if isinstance(p, dict)
+        ]
+        levels = [(t, v) for t, v in _in_window(series, start, end) if isinstance(v, int | float)]
+        for t, v in levels:
+            if _matches(v, e.value, e.tolerance):
+                return Verdict(e, True, f"at {v!r} from {max(t, start):.0f}s")
+        return Verdict(e, False, "seen: " + (", ".join(f"{v!r}" for _, v in levels[-3:]) or "no level"))
+    if e.alarm is not None:
+        listed = [
+            (t, any(isinstance(a, dict) and a.get("id") == e.alarm and a.get("active") for a in p))
+            for t, p in _timeline(records, f"{base}/alarms")
+            if isinstance(p, list)
+        ]
+        for t, active in _in_window(listed, start, end):
+            if active is e.active:
+                return Verdict(e, True, f"{'active' if active else 'not active'} at {max(t, start):.0f}s")
+        return Verdict(e, False, "seen: " + ("active" if e.active is False else "not active" if listed else "no list"))
     if e.value is not None:
         series = [
             (t, p.get("values", {}).get(e.point))
@@ -158,13 +192,11 @@ async def _judge_as_windows_close(
     if progress is None:
         return
     for e in sorted(expectations, key=lambda e: e.between[1]):
-        wait = recorder.start + e.between[1] - time.monotonic()
+        wait = (e.between[1] - recorder.elapsed) / recorder.speed
         if wait > 0:
             await asyncio.sleep(wait)
         verdict = check(e, recorder.records, base)
-        progress(
-            f"t={time.monotonic() - recorder.start:5.1f}s  {'PASS' if verdict.passed else 'FAIL'}     {verdict.line()}"
-        )
+        progress(f"t={recorder.elapsed:5.1f}s  {'PASS' if verdict.passed else 'FAIL'}     {verdict.line()}")
 
 
 async def run_scenario(
@@ -198,18 +230,20 @@ async def run_scenario(
             data["store"] = {"path": str(Path(tmp) / "outbox.db")}
             path = Path(tmp) / "gateway.yaml"
             path.write_text(yaml.safe_dump(data, sort_keys=False))
-            recorder = Recorder(host, port, base)
+            speed = sc.clock.speed if sc.clock is not None else 1.0
+            recorder = Recorder(host, port, base, speed)
             recording = asyncio.create_task(recorder.run())
             await asyncio.wait_for(recorder.ready.wait(), 15)
             await site.start_nodes(host, port, Path(tmp) / "nodes")
-            gateway = Gateway(path)
             recorder.start = time.monotonic()
-            site._started = recorder.start  # the timeline and the expectations share one clock
+            clock = None if sc.clock is None else FastClock(sc.clock.start, speed, t0=recorder.start)
+            gateway = Gateway(path, clock=clock)
+            site._started, site.speed = recorder.start, speed  # the timeline and the expectations share one clock
             await gateway.start()
             timeline = asyncio.create_task(site.run_timeline(progress))
             judging = asyncio.create_task(_judge_as_windows_close(sc.expect, recorder, base, progress))
             try:
-                await asyncio.sleep(run_for)
+                await asyncio.sleep(run_for / speed)
             finally:
                 timeline.cancel()
                 judging.cancel()

@@ -6,6 +6,7 @@ Loaded with the same located error messages as gateway configurations.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -15,6 +16,9 @@ from gateway.common.problems import ConfigError, KeyPath, Problem, did_you_mean
 from gateway.common.types import Duration, Identifier, Strict
 from gateway.common.validate import validate
 from gateway.common.yamlsource import YamlSource, load_yaml
+from gateway.edge.alarms.rules import AlarmRule
+from gateway.edge.indicators.settings import IndicatorSettings
+from gateway.edge.lighting.settings import LightingSettings
 from gateway.profiles.expand import ResolvedProfile, expand
 from gateway.profiles.registry import ProfileRegistry
 from hil.modbus.behaviours import BEHAVIOURS
@@ -124,9 +128,13 @@ class Step(Strict):
 
 
 class Expectation(Strict):
-    """What the gateway must publish for a device within a time window."""
+    """What the gateway must publish within a time window: for a device (a point's value, its availability or
+    health), a lighting target (its level in effect) or an alarm (listed active, or not)."""
 
-    device: str
+    device: str | None = None
+    lighting: str | None = Field(None, description="a lighting target: its level in effect is `value`")
+    alarm: str | None = Field(None, description="an alarm id: listed active on <base>/alarms (`active: false`: not)")
+    active: bool = True
     between: tuple[Duration, Duration] = Field(description="[from, to] seconds after the start")
     point: str | None = None
     value: Scalar | None = None
@@ -136,12 +144,33 @@ class Expectation(Strict):
 
     @model_validator(mode="after")
     def _what(self) -> Expectation:
-        if sum(x is not None for x in (self.value, self.availability, self.state)) != 1:
-            raise ValueError("an expectation checks one of: value (with point), availability, state")
-        if self.value is not None and self.point is None:
-            raise ValueError("a value expectation needs a point")
+        if sum(x is not None for x in (self.device, self.lighting, self.alarm)) != 1:
+            raise ValueError("an expectation is about one of: device, lighting (a target), alarm")
+        if self.lighting is not None and (not isinstance(self.value, int | float) or isinstance(self.value, bool)):
+            raise ValueError("a lighting expectation gives the level as 'value'")
+        if self.alarm is not None and not (self.value is self.availability is self.state is None):
+            raise ValueError("an alarm expectation says only 'active' (true or false)")
+        if self.device is not None:
+            if sum(x is not None for x in (self.value, self.availability, self.state)) != 1:
+                raise ValueError("an expectation checks one of: value (with point), availability, state")
+            if self.value is not None and self.point is None:
+                raise ValueError("a value expectation needs a point")
         if self.between[0] > self.between[1]:
             raise ValueError("between: the window ends before it starts")
+        return self
+
+
+class ScenarioClock(Strict):
+    """The gateway's automation runs on simulated time: from `start`, `speed` times faster than real time. Every
+    `at` and `between` of the scenario is then in simulated seconds; the emulated devices keep real time."""
+
+    start: datetime = Field(description="ISO 8601 with its offset, e.g. 2026-06-27T21:00:00+02:00")
+    speed: Annotated[float, Field(ge=1, le=10000)] = Field(60.0, description="simulated seconds per real second")
+
+    @model_validator(mode="after")
+    def _aware(self) -> ScenarioClock:
+        if self.start.tzinfo is None:
+            raise ValueError("start: give the time with its offset (+02:00) or Z")
         return self
 
 
@@ -156,6 +185,10 @@ class Scenario(Strict):
     nodes: list[EmuNode] = Field(default_factory=list)
     timeline: list[Step] = Field(default_factory=list)
     expect: list[Expectation] = Field(default_factory=list)
+    clock: ScenarioClock | None = None
+    lighting: LightingSettings | None = Field(None, description="the gateway's lighting, as in its configuration")
+    alarms: list[AlarmRule] = Field(default_factory=list, description="the gateway's alarm rules")
+    indicators: IndicatorSettings | None = None
 
 
 class LoadedScenario:
@@ -272,7 +305,13 @@ def _check(loaded: LoadedScenario) -> list[Problem]:
                 _faults_of(sc, links, step.device)().update(step.fault)
             except ValueError as exc:
                 bad(("timeline", i, "fault"), str(exc))
+    targets = {t.id for t in sc.lighting.targets} if sc.lighting is not None else set()
     for i, e in enumerate(sc.expect):
+        if e.lighting is not None and e.lighting not in targets:
+            known = did_you_mean(e.lighting, targets)
+            bad(("expect", i, "lighting"), f"'{e.lighting}' is not a lighting target{known}")
+        if e.device is None:
+            continue
         if e.device not in devices and e.device not in node_ids:
             bad(("expect", i, "device"), f"unknown device '{e.device}'{did_you_mean(e.device, devices)}")
         elif e.point is not None and e.device in loaded.resolved:
@@ -377,4 +416,7 @@ def gateway_config(
         config["nodes"] = [{"id": n.id, "profile": n.profile} for n in sc.nodes]
     if dirs:
         config["profile_dirs"] = dirs
+    for section in ("lighting", "alarms", "indicators"):  # as written: the gateway reads them itself
+        if section in loaded.source.data:
+            config[section] = loaded.source.data[section]
     return {**config, **(extra or {})}

@@ -20,6 +20,8 @@ A rule watches one point of one device (or the device's health):
 - `power: {target, watts, tolerance}`: the point (a lamp's power) is off the power the
   target's level calls for (watts x level) by more than the tolerance (a share of watts):
   a failing lamp draws too little, a failing driver too much.
+- `supply_loss: {nominal: 230, share: 0.05}`: the point (a phase voltage) is below that
+  share of nominal: the feeder lost its supply (EN 50160's interruption is below 5 %).
 
 Lifecycle (after ISA-18.2): an alarm is *active* while its condition holds and
 *acknowledged* once someone says so (by whom and when); it leaves the list when it is both
@@ -216,6 +218,8 @@ class AlarmManager:
             expected = rule.power.watts * level / 100
             return abs(value - expected) > rule.power.tolerance * rule.power.watts
         band = rule.hysteresis if active else 0.0
+        if rule.supply_loss is not None:
+            return value < rule.supply_loss.threshold + band
         if rule.above is not None:
             return value > rule.above - band
         assert rule.below is not None

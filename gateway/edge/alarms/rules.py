@@ -12,7 +12,7 @@ from gateway.common.types import Duration, Identifier, Seconds, Strict
 
 Severity = Literal["critical", "major", "minor", "warning"]
 Number = Annotated[float, Field(allow_inf_nan=False)]
-CONDITIONS = ("above", "below", "equals", "offline_for", "day_burner", "power")
+CONDITIONS = ("above", "below", "equals", "offline_for", "day_burner", "power", "supply_loss")
 ClockTime = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")]
 
 
@@ -22,6 +22,18 @@ class PowerCheck(Strict):
     target: str = Field(description="the lighting target whose level the lamp follows")
     watts: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = Field(description="power at 100 %")
     tolerance: Annotated[float, Field(ge=0, le=1)] = Field(0.2, description="the share of `watts` it may be off by")
+
+
+class SupplyCheck(Strict):
+    """The point is a supply voltage: lost when it is below `share` of `nominal` (EN 50160 counts a supply
+    interruption below 5 % of the declared voltage; a share of 0.9 catches dips as well)."""
+
+    nominal: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = Field(230.0, description="volts")
+    share: Annotated[float, Field(gt=0, lt=1)] = Field(0.05, description="lost below this share of nominal")
+
+    @property
+    def threshold(self) -> float:
+        return self.nominal * self.share
 
 
 class AlarmRule(Strict):
@@ -40,6 +52,9 @@ class AlarmRule(Strict):
     power: PowerCheck | None = Field(
         None, description="the point is a power: too high or too low for the target's level"
     )
+    supply_loss: SupplyCheck | None = Field(
+        None, description="the point is a supply voltage: lost when it falls below a share of nominal"
+    )
     severity: Severity = "major"
     message: str | None = Field(None, max_length=200, description="what an operator reads; default: the condition")
     during: tuple[ClockTime, ClockTime] | None = Field(
@@ -53,7 +68,7 @@ class AlarmRule(Strict):
         if len(given) != 1:
             raise ValueError(f"an alarm rule has exactly one of: {', '.join(CONDITIONS)}")
         if self.offline_for is None and self.point is None:
-            raise ValueError("above, below, equals, day_burner and power watch a point: give 'point'")
+            raise ValueError("above, below, equals, day_burner, power and supply_loss watch a point: give 'point'")
         try:
             ZoneInfo(self.timezone)
         except (KeyError, ValueError):
@@ -82,6 +97,8 @@ class AlarmRule(Strict):
             return f"{what} on while {self.day_burner} is switched off (day burner)"
         if self.power is not None:
             return f"{what} off the expected power for {self.power.target}'s level"
+        if self.supply_loss is not None:
+            return f"supply lost: {what} below {self.supply_loss.threshold:g} V"
         return f"{what} is {self.equals!r}"
 
 
@@ -94,6 +111,7 @@ class ProfileAlarm(Strict):
     above: Number | None = None
     below: Number | None = None
     equals: bool | int | str | None = None
+    supply_loss: SupplyCheck | None = None
     hysteresis: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     delay: Annotated[Duration, Seconds(0, 86400)] = 0.0
     severity: Severity = "major"
@@ -101,8 +119,8 @@ class ProfileAlarm(Strict):
 
     @model_validator(mode="after")
     def _one_condition(self) -> ProfileAlarm:
-        if sum(getattr(self, k) is not None for k in ("above", "below", "equals")) != 1:
-            raise ValueError("a profile alarm has exactly one of: above, below, equals")
+        if sum(getattr(self, k) is not None for k in ("above", "below", "equals", "supply_loss")) != 1:
+            raise ValueError("a profile alarm has exactly one of: above, below, equals, supply_loss")
         return self
 
     def for_device(self, device: str, points: list[str]) -> list[AlarmRule]:
