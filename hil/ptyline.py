@@ -208,9 +208,9 @@ class PtyLine:
         self._free_at = start + len(data) * char
 
     def _deliver(self, target: int, chunk: bytes, due: float, last: bool) -> None:
-        self._writers[target].write(chunk)
-        if self._loop is None:
+        if self._loop is None or not self._fds:  # the line was closed with bytes still on the wire
             return
+        self._writers[target].write(chunk)
         now = self._loop.time()
         if last:  # what the receiver waits for: the end of a message
             self.late += max(0.0, now - due)
