@@ -48,6 +48,7 @@ from gateway.north.extensions.indicators import IndicatorPublisher
 from gateway.north.extensions.lighting import LightingPublisher
 from gateway.north.extensions.requests import Requests
 from gateway.north.extensions.state import StatePublisher
+from gateway.north.http import web_modules
 from gateway.north.mqtt import MqttLink, gateway_session
 from gateway.north.outbox import Outbox
 from gateway.south.nodes.source import NodeSource
@@ -108,6 +109,7 @@ class Gateway:
             )
             self.ctx.actions["override"] = self.lighting.override
             self.ctx.actions["lighting"] = self._lighting_status
+            self.store.section("lighting", self.lighting.status)
         self.indicators: Indicators | None = None
         if config.indicators is not None:
             zone = config.lighting.site.timezone if config.lighting is not None else "UTC"
@@ -121,6 +123,18 @@ class Gateway:
             kept = config.store.path.parent / "alarms.json"
             self.alarms = AlarmManager(rules, self.bus, self.clock, kept)
             self.ctx.actions.update(ack=self.alarms.acknowledge, shelve=self.alarms.shelve, alarms=self.alarms.listing)
+            self.store.section("alarms", self.alarms.list)
+        self.web: list[Any] = []  # the operators' window: metrics and the dashboard, each on its own address
+        if config.metrics is not None:
+            web_modules("metrics endpoint")
+            from gateway.north.metrics.server import MetricsServer
+
+            self.web.append(MetricsServer(config.metrics, self.store, config.gateway.id))
+        if config.dashboard is not None:
+            web_modules("dashboard")
+            from gateway.north.dashboard.server import Dashboard
+
+            self.web.append(Dashboard(config.dashboard, self.ctx, self.store))
         self.stopping = asyncio.Event()
         self._reloading = asyncio.Lock()
 
@@ -139,6 +153,8 @@ class Gateway:
         if self.alarms is not None:
             self.alarms.start()  # the kept list first: nothing announced again
             self.supervisor.spawn("alarms", self._alarm_clock)
+        for listener in self.web:
+            await listener.start()
         config = self.loaded.config
         self.bus.publish(GatewayStarted(devices=len(config.devices), links=len(config.links)))
         log.info(
@@ -187,6 +203,8 @@ class Gateway:
 
     async def stop(self) -> None:
         log.info("stopping")
+        for listener in self.web:
+            await listener.stop()
         if self.lighting is not None:
             await self.lighting.stop()
         if self.alarms is not None:

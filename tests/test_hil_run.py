@@ -145,16 +145,16 @@ async def test_a_scenario_that_expects_the_wrong_night_fails_and_says_what_it_sa
     scenario["clock"]["speed"] = 3000
     scenario["timeline"] = []
     scenario["expect"] = [
-        {"lighting": "street", "value": 100, "between": ["0s", "30m"]},  # still day: 0
-        {"alarm": "lamps.lamp-failure.ballast_3_lamp_failure", "between": ["0s", "1h"]},
+        {"lighting": "street", "value": 0, "between": ["1h", "2h"]},  # on since 21:40: 100
+        {"alarm": "lamps.lamp-failure.ballast_3_lamp_failure", "between": ["0s", "2h"]},  # no lamp fails
     ]
-    scenario["duration"] = "1h"
+    scenario["duration"] = "2h"
     path = tmp_path / "wrong.yaml"
     path.write_text(yaml.safe_dump(scenario, sort_keys=False))
     code, out = await hil_run(path)
     assert code == 1, out
-    assert "FAIL  lighting street at 100 between 0s and 1800s (seen: 0.0)" in out, out
-    assert "FAIL  alarm lamps.lamp-failure.ballast_3_lamp_failure active between 0s and 3600s (seen: not active)" in out
+    assert "FAIL  lighting street at 0 between 3600s and 7200s (seen: 100.0)" in out, out
+    assert "FAIL  alarm lamps.lamp-failure.ballast_3_lamp_failure active between 0s and 7200s (seen: not active)" in out
 
 
 def test_hostile_scenario_clocks_and_automation_are_refused_at_their_line(tmp_path: Path) -> None:

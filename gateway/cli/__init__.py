@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.cli import acl, check, demo, hil, meters, node, plan, probe, profiles, run, status
+from gateway.cli import acl, check, demo, hil, meters, node, plan, probe, profiles, run, status, users
 from gateway.cli.errors import UsageError
 from gateway.common.problems import ConfigError
 
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cityedge {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, demo, check, plan, status, probe, meters, profiles, acl, node, hil):
+    for module in (run, demo, check, plan, status, probe, meters, profiles, acl, users, node, hil):
         module.register(sub)
     for each in parsers(parser):
         each.formatter_class = DefaultsShown

@@ -129,11 +129,25 @@ def _anchor_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
     if tls is not None:
         tls = tls.model_copy(update={k: anchor(v) for k in ("ca", "cert", "key") if (v := getattr(tls, k)) is not None})
     password_file = anchor(mqtt.password_file) if mqtt.password_file else None
+    web: dict[str, Any] = {}
+    for name in ("metrics", "dashboard"):
+        section = getattr(config, name)
+        if section is None:
+            continue
+        update: dict[str, Any] = {}
+        if section.tls is not None:
+            update["tls"] = section.tls.model_copy(
+                update={"cert": anchor(section.tls.cert), "key": anchor(section.tls.key)}
+            )
+        if name == "dashboard":
+            update["users"] = anchor(section.users)
+        web[name] = section.model_copy(update=update)
     return config.model_copy(
         update={
             "profile_dirs": [anchor(p) for p in config.profile_dirs],
             "store": config.store.model_copy(update={"path": anchor(config.store.path)}),
             "mqtt": mqtt.model_copy(update={"tls": tls, "password_file": password_file}),
+            **web,
         }
     )
 

@@ -12,6 +12,7 @@ from gateway.common.types import DAY, Duration, Identifier, Seconds, Strict, Wit
 from gateway.edge.alarms.rules import AlarmRule
 from gateway.edge.indicators.settings import IndicatorSettings
 from gateway.edge.lighting.settings import LightingSettings
+from gateway.north.web_settings import DashboardSettings, MetricsSettings
 from gateway.south.driver import AnswerTimeout, LinkSettings, link_types, on_change
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -234,6 +235,8 @@ class GatewayConfig(Strict):
     lighting: LightingSettings | None = Field(None, description="lighting programs run by the gateway itself")
     alarms: list[AlarmRule] = Field(default_factory=list, description="alarm rules: thresholds, states, offline")
     indicators: IndicatorSettings | None = Field(None, description="energy, burning hours and savings per lamp group")
+    metrics: MetricsSettings | None = Field(None, description="a Prometheus endpoint (needs the web extra)")
+    dashboard: DashboardSettings | None = Field(None, description="the local web dashboard (needs the web extra)")
 
     @property
     def base_topic(self) -> str:

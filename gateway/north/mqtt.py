@@ -240,6 +240,7 @@ class MqttLink:
         stats = self.stats
         return {
             "broker": stats.broker,
+            "connected": self.connected.is_set(),
             "connects": stats.connects,
             "failures": stats.failures,
             "received": stats.received,

@@ -157,6 +157,30 @@ def banner(base: str, host: str, port: int, password: str, out: TextIO) -> None:
     out.flush()
 
 
+def _web(data: dict[str, Any], tmp: Path, password: str) -> tuple[str, str] | None:
+    """The dashboard and the metrics endpoint on free loopback ports, with one user; None without the web extra."""
+    try:
+        import aiohttp  # noqa: F401
+
+        from gateway.north.dashboard.users import Users
+    except ImportError:
+        return None
+    users = Users.load(tmp / "dashboard-users.json")
+    users.set(USER, password)
+    users.save()
+    data["dashboard"] = {"port": 0, "users": str(tmp / "dashboard-users.json")}
+    data["metrics"] = {"port": 0}
+    return USER, password
+
+
+def _web_lines(gateway: Gateway, user: str, password: str) -> str:
+    ports = {type(w).__name__: w.port for w in gateway.web}
+    return (
+        f"  dashboard  http://127.0.0.1:{ports['Dashboard']}/  (log in as {user}, password {password}, to command)\n"
+        f"  metrics    http://127.0.0.1:{ports['MetricsServer']}/metrics  (Prometheus)\n\n"
+    )
+
+
 async def watch(host: str, port: int, password: str, base: str, view: View) -> None:
     while True:
         with contextlib.suppress(aiomqtt.MqttError):
@@ -213,6 +237,7 @@ async def run_demo(
             data["mqtt"]["protocol"] = "3.1.1"  # amqtt speaks MQTT 3.1.1 only
         data["store"] = {"path": str(tmp / "outbox.db")}
         data["homeassistant"] = {"enabled": True}
+        web_login = _web(data, tmp, password or secrets.token_urlsafe(9))
         config = tmp / "gateway.yaml"
         config.write_text(yaml.safe_dump(data, sort_keys=False))
         node_broker = {"user": USER, "password": password} if password else {}
@@ -222,6 +247,8 @@ async def run_demo(
         gateway = Gateway(config)
         await gateway.start()
         banner(base, host, port, password, out)
+        if web_login is not None:
+            out.write(_web_lines(gateway, *web_login))
         if on_ready is not None:
             on_ready({"host": host, "port": port, "user": USER, "password": password, "base": base})
         view = View()

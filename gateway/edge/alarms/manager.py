@@ -39,7 +39,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -49,6 +48,7 @@ from gateway.core.commands import CommandError
 from gateway.core.events import DeviceUpdate, EventBus, HealthChanged, Notable
 from gateway.edge.alarms.rules import AlarmRule
 from gateway.edge.clock import Clock
+from gateway.edge.kept import keep
 from gateway.edge.lighting.controller import LightingChanged
 
 log = logging.getLogger("cityedge.alarms")
@@ -319,12 +319,7 @@ class AlarmManager:
         listing = self.list()
         self.bus.publish(AlarmsChanged(listing))
         if self.path is not None:
-            temporary = self.path.with_suffix(".tmp")
-            try:
-                temporary.write_text(json.dumps(listing))
-                os.replace(temporary, self.path)
-            except OSError as exc:  # a full or read-only disk: the alarms still work, they are not kept
-                log.warning("cannot keep the alarm list in %s: %s", self.path, exc)
+            keep(self.path, listing, "the alarm list")
 
     def _restore(self) -> None:
         if self.path is None or not self.path.exists():

@@ -39,10 +39,8 @@ stop, and read back at start: a restart or a power cut costs at most one interva
 from __future__ import annotations
 
 import fnmatch
-import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -54,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gateway.core.events import DeviceUpdate, EventBus
 from gateway.edge.clock import Clock
 from gateway.edge.indicators.settings import FeederMeter, GroupSize, IndicatorSettings, LevelWatch
+from gateway.edge.kept import keep
 from gateway.edge.lighting.controller import LightingChanged
 
 log = logging.getLogger("cityedge.indicators")
@@ -325,12 +324,7 @@ class Indicators:
                 for name, lv in self.levels.items()
             },
         }
-        temporary = self.path.with_suffix(".tmp")
-        try:
-            temporary.write_text(json.dumps(kept))
-            os.replace(temporary, self.path)
-        except OSError as exc:  # a full or read-only disk: the indicators still run, they are not kept
-            log.warning("cannot keep the indicators in %s: %s", self.path, exc)
+        keep(self.path, kept, "the indicators")
 
     def _restore(self) -> None:
         if self.path is None or not self.path.exists():

@@ -1,0 +1,1 @@
+"""Prometheus metrics of the gateway (see collector.py for what is exported)."""
