@@ -181,3 +181,25 @@ async def test_localhost_by_default_and_tls_with_secure_cookies(
             await asyncio.to_thread(urllib.request.urlopen, dashboard_url(gateway) + "/api/state", None, 5)
         status, _, text = await asyncio.to_thread(http, metrics_url(gateway))
         assert status == 200 and "cityedge_gateway_info" in text
+
+
+HOSTILE = [
+    ("metrics: {port: 70000}", "metrics.port: must be less than or equal to 65535, got 70000"),
+    ("metrics: {points: lamps.*}", "metrics.points: expected a list, got 'lamps.*'"),
+    ("metrics: {max_points: -1}", "metrics.max_points: must be greater than or equal to 0, got -1"),
+    ("dashboard: {session_idle: 10s}", "dashboard.session_idle: must be between 1m and 1d"),
+    ("dashboard: {tls: {cert: a.pem}}", "dashboard.tls.key: missing required key"),
+    ("dashboard: {users: [1]}", "dashboard.users:"),
+    ("dashboard: {listen: 0.0.0.0}", "dashboard.listen: unknown key"),
+]
+
+
+@pytest.mark.parametrize(("section", "says"), HOSTILE, ids=[s for s, _ in HOSTILE])
+def test_hostile_web_settings_are_refused_at_their_line(section: str, says: str, tmp_path: Path) -> None:
+    from tests.test_config_hostile import HEADER, _bounded_check
+
+    path = tmp_path / "site.yaml"
+    path.write_text(HEADER + section + "\n")
+    code, out = _bounded_check(path)
+    line = HEADER.count("\n") + 1
+    assert code == 2 and says in out and f"{path}:{line}:" in out and "Traceback" not in out, out
