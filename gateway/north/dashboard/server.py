@@ -342,15 +342,21 @@ class Dashboard(Listener):
             return _error(403, "bad_csrf_token", "the request does not carry this session's token")
         return session
 
-    # -- commands ----------------------------------------------------------------------------------------
-
-    async def _command(self, request: web.Request, **fields: Any) -> web.Response:
+    async def _authorised_body(self, request: web.Request) -> tuple[Session, dict[str, Any]] | web.Response:
+        """The session and the JSON body of a request that changes something, or the refusal to answer with."""
         session = await self._authorised(request)
         if isinstance(session, web.Response):
             return session
         data = await _body(request)
-        if isinstance(data, web.Response):
-            return data
+        return data if isinstance(data, web.Response) else (session, data)
+
+    # -- commands ----------------------------------------------------------------------------------------
+
+    async def _command(self, request: web.Request, **fields: Any) -> web.Response:
+        asked = await self._authorised_body(request)
+        if isinstance(asked, web.Response):
+            return asked
+        session, data = asked
         device = request.match_info["device"]
         if "select" in fields:
             fields["select"] = data
@@ -393,12 +399,10 @@ class Dashboard(Listener):
         return await self._action(request, "ack", {"alarm": request.match_info["alarm"], "by": session.user})
 
     async def override(self, request: web.Request) -> web.Response:
-        session = await self._authorised(request)
-        if isinstance(session, web.Response):
-            return session
-        data = await _body(request)
-        if isinstance(data, web.Response):
-            return data
+        asked = await self._authorised_body(request)
+        if isinstance(asked, web.Response):
+            return asked
+        session, data = asked
         wanted: dict[str, Any] = {k: data[k] for k in ("level", "duration", "until", "clear") if k in data}
         return await self._action(
             request, "override", {**wanted, "target": request.match_info["target"], "by": session.user}
