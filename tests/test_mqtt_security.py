@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import yaml
 
 from hil.broker import ClosedPort, MosquittoBroker
 from tests.mqtt_harness import Watcher
+from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,23 +35,36 @@ class Run:
     """`cityedge run` in a subprocess, as systemd would start it."""
 
     def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115  its stderr, readable while it runs; closed by finish()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "run", "-c", str(config)],
             cwd=ROOT,
             env={**os.environ, **(env or {})},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
             text=True,
+        )
+
+    def said(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    async def until_said(self, text: str, timeout: float = 30) -> None:
+        """Wait until the gateway has logged `text` (it started however slow the machine), bounded in time."""
+        await until(
+            lambda: text in self.said() or self.proc.poll() is not None, timeout, f"the gateway saying {text!r}"
         )
 
     def finish(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            _, err = self.proc.communicate(timeout=20)
+            self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
+            self.proc.wait()
+        err = self.said()
+        self.log.close()
         return self.proc.returncode, err
 
 
@@ -184,9 +199,9 @@ async def test_password_file_and_wrong_password(tmp_path: Path) -> None:
         (tmp_path / "pw").chmod(0o600)  # as a password file should be (a readable one is warned about)
         config = gateway_file(tmp_path, {"port": broker.port, "username": "gw", "password_file": str(tmp_path / "pw")})
         run = Run(config)
-        await asyncio.sleep(2)
+        await run.until_said("Not authorized")
         code, err = run.finish()
-        assert code == 0  # refused, retried, stopped cleanly
+        assert code == 0, err  # refused, retried, stopped cleanly
         assert "Not authorized" in err
         assert "wrong" not in err.replace("wrong password", "")  # the secret itself is never logged
 
