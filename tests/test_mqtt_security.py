@@ -132,7 +132,7 @@ async def test_certificate_verification_is_on_by_default(tmp_path: Path) -> None
             tmp_path, {"host": "localhost", "port": broker.port, "tls": {"ca": str(other_ca / "ca.pem")}}
         )
         run = Run(config)
-        await asyncio.sleep(3)
+        await run.until_said("certificate verify failed")
         code, err = run.finish()
         assert "certificate verify failed" in err
         assert code == 0  # it kept trying until told to stop, it did not crash
