@@ -302,20 +302,15 @@ class _Checker:
                 elif not any(fnmatch.fnmatchcase(p.name, group.failures.points) for p in resolved.points):
                     pattern = group.failures.points
                     self.add((*at, "points"), f"{group.failures.device} has no point matching '{pattern}'")
-        for name, watch in config.indicators.levels.items():
-            at = ("indicators", "levels", name)
-            resolved = devices.get(watch.device)
+        watched = [("levels", n, w.device, w.point) for n, w in config.indicators.levels.items()]
+        watched += [("feeders", n, m.device, m.point) for n, m in config.indicators.feeders.items()]
+        for section, name, device, point in watched:
+            at = ("indicators", section, name)
+            resolved = devices.get(device)
             if resolved is None:
-                self.add((*at, "device"), f"unknown device '{watch.device}'{did_you_mean(watch.device, devices)}")
-            elif resolved.point(watch.point) is None:
-                self.add((*at, "point"), f"{watch.device} has no point '{watch.point}'")
-        for name, meter in config.indicators.feeders.items():
-            at = ("indicators", "feeders", name)
-            resolved = devices.get(meter.device)
-            if resolved is None:
-                self.add((*at, "device"), f"unknown device '{meter.device}'{did_you_mean(meter.device, devices)}")
-            elif resolved.point(meter.point) is None:
-                self.add((*at, "point"), f"{meter.device} has no point '{meter.point}'")
+                self.add((*at, "device"), f"unknown device '{device}'{did_you_mean(device, devices)}")
+            elif resolved.point(point) is None:
+                self.add((*at, "point"), f"{device} has no point '{point}'")
 
     def nodes(self, config: GatewayConfig) -> dict[str, ResolvedProfile]:
         out: dict[str, ResolvedProfile] = {}
