@@ -11,6 +11,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -474,13 +475,20 @@ def test_monitor_shows_a_node_and_the_serial_console(
     assert "status   online (retained)" in watched.stdout
     assert "reading  #" in watched.stdout and "lux 333.3" in watched.stdout  # a reading every 5 s
 
-    console = subprocess.Popen([CITYEDGE, "node", "monitor", "--port", board.port, "--duration", "6"],
+    console = subprocess.Popen([CITYEDGE, "node", "monitor", "--port", board.port, "--duration", "40"],
                                stdout=subprocess.PIPE, text=True)  # fmt: skip
-    time.sleep(1.5)
+    assert console.stdout is not None
+    assert "serial console of" in console.stdout.readline()  # said once the port is open: now the button
     board.press_reset()
-    out, _ = console.communicate(timeout=30)
-    assert console.returncode == 0
-    assert "rst:0x1 (POWERON_RESET)" in out  # the boot as the technician would see it on the cable
+    heard = []
+    for line in console.stdout:  # bounded: the console ends by itself after its --duration
+        heard.append(line)
+        if "rst:0x1 (POWERON_RESET)" in line:  # the boot as the technician would see it on the cable
+            break
+    console.send_signal(signal.SIGINT)  # Ctrl-C, as the technician stops it
+    console.communicate(timeout=30)
+    assert any("rst:0x1 (POWERON_RESET)" in line for line in heard), "".join(heard)
+    assert console.returncode == 130  # stopped by Ctrl-C, as a shell reports it
 
     anonymous = cityedge("node", "monitor", "--id", "pole-17-a", "--broker", broker.address, "--duration", "3")
     assert anonymous.returncode == 1
