@@ -303,3 +303,93 @@ async def test_a_feeder_losing_a_phase_raises_the_meters_shipped_supply_loss_ala
         await _until(lambda: alarms.list() == [], "the supply back: cleared and, acknowledged, gone")
     finally:
         await gateway.stop()
+
+
+FEEDER_AND_RIVER: dict[str, Any] = {
+    "links": [{"id": "net", "type": "modbus-tcp"}],
+    "devices": [
+        {"id": "relay", "profile": "feeder-protection-relay", "link": "net", "unit": 3, "poll": 0.3},
+        {"id": "river", "profile": "water-level-logger", "link": "net", "unit": 4, "poll": 0.3,
+         "options": {"response_s": 0.5}},
+    ],
+}  # fmt: skip
+FEEDER_AND_RIVER_ALARMS = [  # the level logger reads pressure: 1 m of water is 98.07 mbar above the sensor
+    {"id": "overcurrent", "device": "relay", "point": "current_l1", "above": 63, "hysteresis": 3, "delay": 10,
+     "severity": "major"},
+    {"id": "river-high", "device": "river", "point": "pressure", "above": 120, "hysteresis": 2, "delay": 30,
+     "severity": "major", "message": "river above 1.2 m"},
+    {"id": "river-flood", "device": "river", "point": "pressure", "above": 150, "hysteresis": 2, "delay": 30,
+     "severity": "critical", "message": "flood level: river above 1.5 m"},
+]  # fmt: skip
+
+
+async def test_overcurrent_a_tripped_breaker_and_high_and_flood_water_each_raised_acknowledged_and_cleared(
+    site_factory: SiteFactory, mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """The substation's and the river's alarms against the emulated relay and level logger: an overload held for
+    its delay, the breaker the protection opened (the relay profile's own alarm) closed again by
+    select-before-operate over MQTT, rain raising the river past high and then flood level and falling back."""
+    site = await site_factory(FEEDER_AND_RIVER)
+    path = _site_config(site, mosquitto, tmp_path, FEEDER_AND_RIVER_ALARMS, shipped=True)
+    clock = SimulatedClock(START)
+    gateway = Gateway(path, clock=clock)
+    w = Watcher(mosquitto)
+    await w.start()
+    await gateway.start()
+    alarms = gateway.alarms
+    assert alarms is not None
+    store = gateway.store
+
+    def reading(device: str, point: str) -> Any:
+        value = store.reading(device, point)
+        return None if value is None else value.value
+
+    def listed() -> list[str]:
+        return [a["id"] for a in alarms.list()]
+
+    try:
+        await _until(lambda: reading("relay", "current_l1") and reading("river", "pressure"), "the first polls")
+        assert listed() == []
+        # an overload: above 63 A, but an alarm only once it has lasted 10 s
+        site.stimulus("relay", "load", {"amps": 70})
+        await _until(lambda: (reading("relay", "current_l1") or 0) > 66, "the overload on L1")
+        assert listed() == []
+        await clock.advance(11)
+        await _until(lambda: listed() == ["overcurrent"], "the overcurrent alarm")
+        assert alarms.alarms["overcurrent"].severity == "major" and alarms.alarms["overcurrent"].value > 63
+        acked = await alarms.acknowledge({"alarm": "overcurrent", "by": "ana"})
+        assert acked["acked_by"] == "ana" and acked["active"] is True
+        site.stimulus("relay", "load", {"amps": 61.5})  # under 63, not under 60: held by the hysteresis
+        await _until(lambda: (reading("relay", "current_l1") or 99) < 62.5, "the load eased")
+        assert alarms.alarms["overcurrent"].active
+        site.stimulus("relay", "load", {"amps": 40})
+        await _until(lambda: listed() == [], "the overload over: cleared and, acknowledged, gone")
+        # the protection trips: the relay profile's shipped alarm, at once
+        site.stimulus("relay", "overcurrent", {})
+        await _until(lambda: listed() == ["relay.breaker-tripped"], "the tripped breaker")
+        tripped = alarms.alarms["relay.breaker-tripped"]
+        assert tripped.severity == "critical" and tripped.message == "the feeder breaker tripped"
+        await alarms.acknowledge({"alarm": "relay.breaker-tripped", "by": "ops"})
+        base = "cityedge/block"
+        selected = await w.command(base, "relay", {"select": {"breaker_command": "close"}})
+        assert selected["status"] == "ok", selected
+        closed = await w.command(base, "relay", {"values": {"breaker_command": "close"}, "token": selected["token"]})
+        assert closed["status"] == "ok", closed
+        await _until(lambda: listed() == [], "the breaker closed again: cleared and gone")
+        # rain: the river passes high (1.2 m) and flood (1.5 m) level; both after their 30 s
+        site.stimulus("river", "rain", {"mm_per_h": 40})  # 0.8 m + 1.2 m
+        await _until(lambda: (reading("river", "pressure") or 0) > 160, "the river rising")
+        assert listed() == []
+        await clock.advance(31)
+        await _until(lambda: sorted(listed()) == ["river-flood", "river-high"], "high and flood water")
+        assert alarms.alarms["river-flood"].severity == "critical"
+        await alarms.acknowledge({"alarm": "river-high", "by": "ana"})
+        site.stimulus("river", "rain", {"mm_per_h": 0})
+        await _until(lambda: (reading("river", "pressure") or 999) < 100, "the river back to 0.8 m")
+        await _until(lambda: listed() == ["river-flood"], "both cleared, the unacknowledged one still listed")
+        assert alarms.alarms["river-flood"].active is False and alarms.alarms["river-flood"].cleared
+        await alarms.acknowledge({"alarm": "river-flood", "by": "ana"})
+        assert listed() == []
+    finally:
+        await gateway.stop()
+        await w.stop()

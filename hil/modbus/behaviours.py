@@ -238,7 +238,7 @@ class ProtectionRelay(Behaviour):
     """Feeder relay: open/close commands move the breaker; an over-current trips it."""
 
     name = "relay"
-    stimuli = ("overcurrent",)
+    stimuli = ("overcurrent", "load")
     defaults: ClassVar[dict[str, Any]] = {"load_a": 42.0}
 
     def start(self, now: float) -> None:
@@ -256,6 +256,13 @@ class ProtectionRelay(Behaviour):
 
     def stimulus_overcurrent(self) -> None:
         self.closed, self.tripped = False, True
+        self._publish()
+
+    def stimulus_load(self, amps: float = 42.0) -> None:
+        """The feeder draws this current per phase (an overload the protection has not tripped on yet)."""
+        if not isinstance(amps, (int, float)) or isinstance(amps, bool) or not 0 <= amps <= 10_000:
+            raise ValueError(f"load: amps must be a number from 0 to 10000, got {amps!r}")
+        self.options["load_a"] = float(amps)
         self._publish()
 
     def tick(self, now: float, dt: float) -> None:
