@@ -32,7 +32,7 @@ from gateway.core.events import (
 from gateway.core.state import StateStore
 from gateway.core.supervision import InputFaults, Supervisor
 from gateway.edge.alarms.manager import AlarmManager
-from gateway.edge.alarms.rules import AlarmRule
+from gateway.edge.alarms.rules import site_rules
 from gateway.edge.clock import Clock, SystemClock, sleep_or_wake
 from gateway.edge.indicators.tracker import Indicators
 from gateway.edge.lighting.controller import LightingController
@@ -118,7 +118,8 @@ class Gateway:
             self.ctx.actions["indicators"] = self._indicators
             self.store.section("indicators", self.indicators.snapshot)
         self.alarms: AlarmManager | None = None
-        rules = [*config.alarms, *self._profile_alarms()]
+        configured, shipped = site_rules(self.loaded)
+        rules = configured + shipped
         if rules:
             kept = config.store.path.parent / "alarms.json"
             self.alarms = AlarmManager(rules, self.bus, self.clock, kept)
@@ -167,19 +168,6 @@ class Gateway:
             config.mqtt.port,
             config.base_topic,
         )
-
-    def _profile_alarms(self) -> list[AlarmRule]:
-        """The alarms each device's profile ships (a device with `alarms: false` goes without)."""
-        rules: list[AlarmRule] = []
-        configured = {rule.id for rule in self.loaded.config.alarms}
-        for device in self.loaded.config.devices:
-            resolved = self.loaded.devices.get(device.id)
-            if resolved is None or not device.alarms:
-                continue
-            names = [p.name for p in resolved.points]
-            for alarm in resolved.profile.alarms:
-                rules += [r for r in alarm.for_device(device.id, names) if r.id not in configured]
-        return rules
 
     async def _indicators(self, data: dict[str, Any]) -> dict[str, Any]:
         assert self.indicators is not None

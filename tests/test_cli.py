@@ -37,6 +37,45 @@ def test_check_shipped_example_exits_0_with_summary() -> None:
     assert result.stderr == ""
 
 
+def test_check_says_what_the_gateway_will_do_on_its_own(tmp_path: Path) -> None:
+    """Lighting targets, every alarm rule (the profiles' included, a configured one replacing a shipped one, a
+    device opting out), indicators, and where the metrics and the dashboard will listen."""
+    example = ROOT / "docs" / "integrator" / "examples" / "automated-cabinet.yaml"
+    report = json.loads(run("check", "-c", str(example), "--portable", "--json").stdout)
+    rules = {r["id"]: r for r in report["alarms"]}
+    assert len(rules) == len(report["alarms"]) == 19
+    assert sorted(r["id"] for r in report["alarms"] if not r["shipped"]) == [
+        "day-burner-0", "meter-silent", "outfall-leak", "overcurrent", "pole-silent", "river-flood", "river-high",
+    ]  # fmt: skip
+    assert rules["feeder-relay.breaker-tripped"] == {
+        "id": "feeder-relay.breaker-tripped", "device": "feeder-relay", "severity": "critical",
+        "condition": "feeder-relay.tripped is True", "shipped": True,
+    }  # fmt: skip
+    assert rules["outfall-leak"]["condition"] == "outfall-flow.flow above 0.5 for 10m, 01:00-05:00 Europe/Madrid"
+    assert [t["id"] for t in report["lighting"]["targets"]] == ["street", "square"]
+    assert report["indicators"]["levels"] == ["river"]
+    assert report["web"] == {"metrics": "http://127.0.0.1:9464/metrics", "dashboard": "http://127.0.0.1:8080/"}
+
+    text = example.read_text()
+    mine = "{id: feeder-relay.breaker-tripped, device: feeder-relay, point: tripped, equals: true, severity: major, "
+    mine += "delay: 2s}"
+    text = text.replace("  - {id: meter-silent,", f"  - {mine}\n  - {{id: meter-silent,")
+    text = text.replace("params: {ballasts: 8, groups: 2}}", "params: {ballasts: 8, groups: 2}, alarms: false}")
+    text = text.replace("metrics: {}", "metrics: {host: 0.0.0.0, port: 9500, tls: {cert: c.pem, key: k.pem}}")
+    changed = tmp_path / "cabinet.yaml"
+    changed.write_text(text)
+    result = run("check", "-c", str(changed), "--portable")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "  alarms   11: 8 configured, 3 from profiles (4 critical, 5 major, 2 minor)" in lines
+    assert "    feeder-relay.breaker-tripped major    feeder-relay.tripped is True for 2s" in lines
+    gone = ("from its profile: lamp-failure", "from its profile: breaker-tripped")  # opted out, and replaced
+    assert not any(line.endswith(gone) for line in lines)
+    assert "  metrics  https://0.0.0.0:9500/metrics" in lines  # listening beyond this machine: not said otherwise
+    assert "  dashboard http://127.0.0.1:8080/ (this machine only)" in lines
+    assert "  indicators every 15m: 2 lamp groups, 1 feeder, 1 level" in lines
+
+
 def test_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "cityedge"
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60, check=False)

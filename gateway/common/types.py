@@ -54,6 +54,20 @@ def parse_duration(value: Any) -> float:
     raise ValueError(f"bad duration {value!r}: use a number of seconds or a string like 500ms, 1s, 5m")
 
 
+def format_duration(seconds: float) -> str:
+    """A duration as a configuration would write it: 500ms, 10s, 5m, 2h45m, 1d12h (the inverse of parse_duration)."""
+    if 0 < seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    if not float(seconds).is_integer():
+        return f"{seconds:g}s"
+    rest, parts = int(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
 @dataclass(frozen=True, slots=True)
 class Within:
     """Annotation: the value must lie in low..high (and not be 0 when `nonzero`); shown in the JSON Schema too."""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, model_validator
 
-from gateway.common.types import Duration, Identifier, Seconds, Strict
+from gateway.common.types import Duration, Identifier, Seconds, Strict, format_duration
+
+if TYPE_CHECKING:
+    from gateway.config.loader import LoadedConfig
 
 Severity = Literal["critical", "major", "minor", "warning"]
 Number = Annotated[float, Field(allow_inf_nan=False)]
@@ -84,10 +87,21 @@ class AlarmRule(Strict):
         return start <= clock < end if start <= end else clock >= start or clock < end
 
     def describe(self) -> str:
-        if self.message:
-            return self.message
+        """What the alarm says when raised: its message, or its condition."""
+        return self.message or self.condition()
+
+    def condition(self) -> str:
+        """The condition in words (what `cityedge check` lists), its delay and hours included."""
+        text = self._condition()
+        if self.delay:
+            text += f" for {format_duration(self.delay)}"
+        if self.during is not None:
+            text += f", {self.during[0]}-{self.during[1]} {self.timezone}"
+        return text
+
+    def _condition(self) -> str:
         if self.offline_for is not None:
-            return f"{self.device} offline for {self.offline_for:g}s"
+            return f"{self.device} offline for {format_duration(self.offline_for)}"
         what = f"{self.device}.{self.point}"
         if self.above is not None:
             return f"{what} above {self.above:g}"
@@ -134,3 +148,19 @@ class ProfileAlarm(Strict):
             fields = self.model_dump(exclude={"id", "point"})
             rules.append(AlarmRule(id=f"{device}.{self.id}{suffix}"[:64], device=device, point=point, **fields))
         return rules
+
+
+def site_rules(loaded: LoadedConfig) -> tuple[list[AlarmRule], list[AlarmRule]]:
+    """The configuration's own rules, and the alarms each device's profile ships (a device with `alarms: false` goes
+    without; a configured rule with the same id replaces a shipped one)."""
+    configured = list(loaded.config.alarms)
+    ids = {rule.id for rule in configured}
+    shipped: list[AlarmRule] = []
+    for device in loaded.config.devices:
+        resolved = loaded.devices.get(device.id)
+        if resolved is None or not device.alarms:
+            continue
+        names = [p.name for p in resolved.points]
+        for alarm in resolved.profile.alarms:
+            shipped += [r for r in alarm.for_device(device.id, names) if r.id not in ids]
+    return configured, shipped
