@@ -76,6 +76,22 @@ def test_check_says_what_the_gateway_will_do_on_its_own(tmp_path: Path) -> None:
     assert "  indicators every 15m: 2 lamp groups, 1 feeder, 1 level" in lines
 
 
+def test_a_command_loads_only_what_it_needs(tmp_path: Path) -> None:
+    """`cityedge users list` on a cabinet's Raspberry Pi does not load the probe, the node tools or the emulator."""
+    users = tmp_path / "users.json"
+    users.write_text('{"users": {}}')
+    code = (
+        "import sys; from gateway.cli import main; code = main(['users', 'list', '-f', sys.argv[1]]); "
+        "print(code, sorted(m for m in sys.modules if m.startswith('gateway.cli.')))"
+    )
+    shown = subprocess.run([sys.executable, "-c", code, str(users)], capture_output=True, text=True, timeout=60)
+    assert shown.stdout.splitlines()[-1] == "0 ['gateway.cli.errors', 'gateway.cli.users']", shown.stdout + shown.stderr
+    everything = run("--help")
+    assert everything.returncode == 0 and all(c in everything.stdout for c in ("check", "mbus", "read", "hil"))
+    unknown = run("chek", "-c", "x.yaml")
+    assert unknown.returncode == 2 and "invalid choice: 'chek' (choose from 'run', 'demo', 'check'" in unknown.stderr
+
+
 def test_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "cityedge"
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60, check=False)
@@ -132,7 +148,9 @@ def test_runtime_failure_exits_1_and_traceback_only_with_debug(
     def explode(_args: object) -> int:
         raise RuntimeError("serial port vanished")
 
-    monkeypatch.setattr(cli.check, "run", explode)
+    from gateway.cli import check
+
+    monkeypatch.setattr(check, "run", explode)
     assert cli.main(["check", "-c", "x.yaml"]) == 1
     err = capsys.readouterr().err
     assert err == "cityedge: error: serial port vanished\n"

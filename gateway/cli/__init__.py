@@ -7,8 +7,9 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+import importlib
+
 from gateway import __version__
-from gateway.cli import acl, check, demo, hil, meters, node, plan, probe, profiles, run, status, users
 from gateway.cli.errors import UsageError
 from gateway.common.problems import ConfigError
 
@@ -41,20 +42,33 @@ def parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     return found
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Each module registers its commands; in the order `cityedge --help` lists them.
+MODULES = ("run", "demo", "check", "plan", "status", "probe", "meters", "profiles", "acl", "users", "node", "hil")
+COMMANDS = {"read": "probe", "write": "probe", "mbus": "meters"}  # where a command's name is not its module's
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (given the command the line names) only that command's: a technician's `cityedge
+    check` on a Raspberry Pi then loads what checking needs, not the probe, the node tools and the emulator too."""
     parser = argparse.ArgumentParser(prog="cityedge", description="CityEdge street-cabinet gateway")
     parser.add_argument("--version", action="version", version=f"cityedge {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, demo, check, plan, status, probe, meters, profiles, acl, users, node, hil):
-        module.register(sub)
+    module = COMMANDS.get(command or "", command)
+    for name in (module,) if module in MODULES else MODULES:
+        importlib.import_module(f"gateway.cli.{name}").register(sub)
     for each in parsers(parser):
         each.formatter_class = DefaultsShown
     return parser
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    """The command a line names: its first word that is not an option (the top level's take no values)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(_command(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     try:
         result: int = args.handler(args)
