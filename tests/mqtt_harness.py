@@ -199,11 +199,16 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def peer_rig(
-    broker: MosquittoBroker, tmp: Path, peer: ModbusPeer, devices: list[dict[str, Any]], **sections: Any
+    broker: MosquittoBroker,
+    tmp: Path,
+    peer: ModbusPeer,
+    devices: list[dict[str, Any]],
+    link_timeout: float = 0.3,
+    **sections: Any,
 ) -> AsyncIterator[Rig]:
     """Start `peer`, a watcher and a gateway polling `devices` on the peer's link `net`; stop all three after."""
     await peer.start()
-    path = plain_config(tmp / "gw.yaml", broker, links=[peer.link()], devices=devices, **sections)
+    path = plain_config(tmp / "gw.yaml", broker, links=[peer.link(timeout=link_timeout)], devices=devices, **sections)
     watcher = Watcher(broker)
     await watcher.start()
     gateway = await start_gateway(path)

@@ -233,16 +233,19 @@ async def test_other_links_keep_their_timing(harness: Make) -> None:
         ],
     }
     h = await harness(scenario)
+    good = h.engine.devices["good"]
     await asyncio.sleep(0.5)
-    base = h.engine.devices["good"].health.cycles
+    base, overran = good.health.cycles, good.groups[0].overruns
     await asyncio.sleep(2)
-    healthy_rate = h.engine.devices["good"].health.cycles - base
+    healthy_rate, healthy_overruns = good.health.cycles - base, good.groups[0].overruns - overran
     h.site.set_fault("bad", {"timeout": True})
-    base = h.engine.devices["good"].health.cycles
+    base, overran = good.health.cycles, good.groups[0].overruns
     await asyncio.sleep(2)
-    with_dead_neighbour = h.engine.devices["good"].health.cycles - base
-    assert abs(with_dead_neighbour - healthy_rate) <= 1
-    assert h.engine.devices["good"].groups[0].overruns == 0
+    with_dead_neighbour = good.health.cycles - base
+    # a link that shared the dead one's wait would lose about half its cycles (its timeouts are longer than the
+    # interval) and overrun on most; a loaded test machine costs a cycle or an overrun now and then, either way
+    assert with_dead_neighbour >= healthy_rate - 2, (with_dead_neighbour, healthy_rate)
+    assert good.groups[0].overruns - overran <= healthy_overruns + 1
 
 
 async def test_exception_02_on_a_merged_read_is_split_and_remembered(harness: Make, tmp_path: Path) -> None:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import traceback
 from collections.abc import Sequence
-
-import importlib
 
 from gateway import __version__
 from gateway.cli.errors import UsageError
