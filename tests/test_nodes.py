@@ -225,3 +225,36 @@ async def test_reset_causes_follow_the_esp32_port(world: World) -> None:
         timeout=30,
     )
     assert json.loads(again.payload)["uptime_s"] < 10
+
+
+async def test_a_node_that_has_only_said_online_is_stale_after_its_silence_not_before(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """A retained `online` at the gateway's start counts as heard then: the node is online until `stale_after` of
+    silence has passed, then stale (and not stale at the first health check, as if silent since forever)."""
+    config = tmp_path / "gw.yaml"
+    config.write_text(yaml.safe_dump({
+        "gateway": {"id": "poles", "health_interval": 1},
+        "mqtt": {"host": mosquitto.host, "port": mosquitto.port},
+        "store": {"path": str(tmp_path / "outbox.db")},
+        "nodes": [{"id": "pole-9", "stale_after": "3s"}],
+    }))  # fmt: skip
+    watcher = Watcher(mosquitto)
+    await watcher.start()
+    await watcher.send("nodes/pole-9/status", b"online", retain=True)
+    gateway = Gateway(config)
+    await gateway.start()
+    try:
+        topic = f"{BASE}/pole-9/availability"
+        online = await watcher.wait_for(lambda s: s.topic == topic and s.payload == b"online", what="online")
+        heard = asyncio.get_running_loop().time()
+        stale = await watcher.wait_for(lambda s: s.topic == topic and s.payload == b"offline", timeout=20,
+                                       since=watcher.seen.index(online), what="stale")  # fmt: skip
+        assert asyncio.get_running_loop().time() - heard >= 2.5  # 3 s of silence, give or take a health interval
+        health = await watcher.wait_for(lambda s: s.topic == f"{BASE}/pole-9/health" and s.json()["state"] == "offline")
+        assert health.json()["reason"] == "stale", health.json()
+        assert stale
+    finally:
+        await gateway.stop()
+        await watcher.send("nodes/pole-9/status", b"", retain=True)
+        await watcher.stop()

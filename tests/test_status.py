@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -43,7 +44,8 @@ async def test_status_lists_devices_by_state_with_the_reason_of_each_that_is_not
             await watcher.wait_for(lambda s: s.topic == "cityedge/hard/pole-1/availability" and s.payload == b"online")
             await watcher.wait_for(lambda s: s.topic == "cityedge/hard/meter/health" and s.json()["state"] == "offline")
             await watcher.wait_for(lambda s: s.topic == "cityedge/hard/health")
-            shown = status("-c", str(path))
+            # the command runs beside the gateway, not in its event loop: a blocked loop would starve its MQTT
+            shown = await asyncio.to_thread(status, "-c", str(path))
             assert shown.returncode == 0, shown.stderr
             lines = shown.stdout.splitlines()
             assert lines[0].startswith("cityedge/hard: online, up ")
@@ -51,11 +53,13 @@ async def test_status_lists_devices_by_state_with_the_reason_of_each_that_is_not
             meter = next(line for line in lines if line.strip().startswith("meter"))
             assert ("offline" in meter and "connection refused" in meter.lower()) or "refused" in meter
             assert any(line.startswith("  outbox   ") and "dropped" in line for line in lines)
-            data = json.loads(status("-c", str(path), "--json").stdout)
+            data = json.loads((await asyncio.to_thread(status, "-c", str(path), "--json")).stdout)
             assert data["state"] == "online" and data["devices"] == {"online": 1, "offline": 1}
             assert [(d["id"], d["state"]) for d in data["attention"]] == [("meter", "offline")]
             # Without the configuration, from a laptop: broker and base topic as options.
-            bare = status("--broker", f"{mosquitto.host}:{mosquitto.port}", "--base", "cityedge/hard", "--json")
+            bare = await asyncio.to_thread(
+                status, "--broker", f"{mosquitto.host}:{mosquitto.port}", "--base", "cityedge/hard", "--json"
+            )
             assert json.loads(bare.stdout)["devices"] == data["devices"]
         finally:
             await gateway.stop()

@@ -21,7 +21,14 @@ from gateway.core.device import Device, PollGroup
 from gateway.core.events import DeviceUpdate, EventBus, HealthChanged, LinkDown, LinkUp
 from gateway.core.health import Counters, State
 from gateway.core.supervision import Supervisor, being_cancelled
-from gateway.south.driver import ConnectionFailed, LinkDriver, LinkTransport, Timeout, TransactionError
+from gateway.south.driver import (
+    ConnectionFailed,
+    LinkDriver,
+    LinkTransport,
+    LinkWaiting,
+    Timeout,
+    TransactionError,
+)
 
 log = logging.getLogger("cityedge.engine")
 
@@ -125,7 +132,8 @@ class LinkScheduler:
         """One request/answer on this link, counted for the device and the link. Returns the driver's answer."""
         loop = asyncio.get_running_loop()
         if loop.time() < self._retry_at:
-            raise ConnectionFailed(f"{self.id}: link down ({self.stats.reason}), retrying later", "link_down")
+            cause = self.stats.reason or "link_down"
+            raise LinkWaiting(f"{self.id}: link down ({cause}), retrying later", cause)
         start = loop.time()
         device_counters, link_counters = device.health.counters, self.stats.counters
         device_counters.requests += 1
@@ -154,7 +162,7 @@ class LinkScheduler:
         self.stats.counters.rtt.add(seconds)
 
     def _link_down(self, exc: ConnectionFailed) -> None:
-        if exc.reason == "link_down":
+        if isinstance(exc, LinkWaiting):
             return
         backoff = min(30.0, max(0.5, self.stats.reconnect_backoff * 2 or 0.5))
         self.stats.reconnect_backoff = backoff

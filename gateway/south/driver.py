@@ -95,6 +95,11 @@ class ConnectionFailed(TransactionError):
         return self.reason == "connection_reset"
 
 
+class LinkWaiting(ConnectionFailed):
+    """The link failed a moment ago and waits out its backoff: not tried now. `reason` is that failure's, so a
+    device behind a refusing link is offline for `connection_refused`, not for a bare "link down"."""
+
+
 # -- what the core handles without looking inside ---------------------------------------------
 
 

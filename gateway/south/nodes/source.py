@@ -275,6 +275,7 @@ class NodeSource:
                 # A new session: the node reports its health right after this; until then its report from
                 # before the outage (buffer, reconnects) would be republished as if it were current.
                 device.health.report = {}
+            device.last_seen = time.monotonic()  # its silence counts from now, not from before the gateway began
             self._set_online(device, True, None)
             return
         data = parse_json(raw, max_bytes=MAX_NODE_PAYLOAD)
