@@ -153,6 +153,7 @@ async def mast() -> AsyncIterator[Mast]:
             await line.stop()
 
 
+@pytest.mark.long
 async def test_streaming_and_polled_sensors_through_the_gateway_with_their_faults(
     mast: Mast, mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:

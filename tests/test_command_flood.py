@@ -196,6 +196,7 @@ def _fuzz_messages(rng: random.Random, count: int) -> tuple[list[tuple[str, byte
     return messages, carried
 
 
+@pytest.mark.long
 async def test_ten_thousand_malformed_commands_and_requests_are_each_answered_once(
     rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:

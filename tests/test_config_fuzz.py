@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -51,6 +52,7 @@ edits = st.lists(
 
 @settings_fuzz
 @given(edits=edits)
+@pytest.mark.long
 def test_mangled_example_config(tmp_path: Path, edits: list[tuple[int, str]]) -> None:
     _must_load_or_explain(tmp_path / "site.yaml", _mutate(EXAMPLE, edits), load_config)
 
@@ -71,6 +73,7 @@ def test_random_documents_as_config_and_profile(tmp_path: Path, doc: object) -> 
 
 @settings_fuzz
 @given(section=st.sampled_from(["links", "devices", "nodes", "mqtt", "store", "gateway"]), value=documents)
+@pytest.mark.long
 def test_random_values_in_each_section(tmp_path: Path, section: str, value: object) -> None:
     data = yaml.safe_load(EXAMPLE)
     data[section] = value

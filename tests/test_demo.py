@@ -44,6 +44,7 @@ def _processes_tagged(tag: str) -> list[int]:
     return found
 
 
+@pytest.mark.long(70)
 async def test_demo_with_faults() -> None:
     tag = uuid.uuid4().hex  # tests run in parallel: only the processes this demo started count
     proc = await asyncio.create_subprocess_exec(
@@ -175,6 +176,7 @@ async def test_demo_with_faults() -> None:
     assert _processes_tagged(tag) == [], "no process of the demo (nodes, broker, emulators) may outlive it"
 
 
+@pytest.mark.long
 async def test_demo_without_mosquitto_uses_the_embedded_broker(monkeypatch: object) -> None:
     import io
 

@@ -65,7 +65,15 @@ def test_every_session_block_is_followed_by_a_test() -> None:
         assert any(page == known and marker in body for known, marker in SESSIONS), f"{page}: untested session"
 
 
-@pytest.mark.parametrize(("page", "command", "expected"), COMMANDS, ids=[f"{p}:{c[19:50]}" for p, c, _ in COMMANDS])
+RUNS = [  # a scenario runs for its whole timeline (the README's for a minute): long
+    pytest.param(*c, marks=[pytest.mark.long(60 if p == "README.md" else 20)] if " hil run " in c[1] else [],
+                 id=f"{p}:{c[1][19:50]}")
+    for c in COMMANDS
+    for p in [c[0]]
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("page", "command", "expected"), RUNS)
 def test_documented_command_runs(page: str, command: str, expected: str | None) -> None:
     argv = shlex.split(command.split(" > ", maxsplit=1)[0])[1:]
     if argv[:2] == ["hil", "serve"]:  # runs until stopped: run it briefly; its endpoints vary per run

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from hil.fixtures import SiteFactory
@@ -32,6 +33,7 @@ async def hil_run(path: Path, *args: str) -> tuple[int, str]:
     return proc.returncode or 0, out.decode()
 
 
+@pytest.mark.long
 async def test_scenario_with_a_real_device_in_the_loop(site_factory: SiteFactory, tmp_path: Path) -> None:
     # A separately running device stands in for real hardware on the bench.
     bench = await site_factory(
@@ -99,6 +101,7 @@ async def test_failed_expectations_say_what_was_seen(tmp_path: Path) -> None:
     assert "result: 0 passed, 2 failed" in out
 
 
+@pytest.mark.long
 async def test_scenario_with_an_esp32_node_losing_its_wifi(tmp_path: Path) -> None:
     scenario = {
         "name": "pole",
@@ -123,6 +126,7 @@ async def test_scenario_with_an_esp32_node_losing_its_wifi(tmp_path: Path) -> No
     assert "result: 4 passed, 0 failed" in out
 
 
+@pytest.mark.long
 async def test_a_night_in_barcelona_on_a_fast_clock(tmp_path: Path) -> None:
     """The shipped scenario, 1800 times faster than real time: ten hours of lighting in twenty seconds, with the
     switch points of the program and a lamp failure's alarm judged in simulated seconds."""

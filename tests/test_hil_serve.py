@@ -120,6 +120,7 @@ async def test_generated_gateway_config_is_valid(site_factory: SiteFactory, tmp_
     assert {d.id for d in config.config.devices} == {d.id for d in loaded.scenario.devices}
 
 
+@pytest.mark.long
 def test_hil_serve_and_ctl_end_to_end(tmp_path: Path) -> None:
     scenario = tmp_path / "site.yaml"
     scenario.write_text(

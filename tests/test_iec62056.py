@@ -207,6 +207,7 @@ def _config(tmp_path: Path, broker: MosquittoBroker, cabinet: Cabinet, **link: A
     )
 
 
+@pytest.mark.long
 async def test_two_meters_on_one_line_are_read_at_their_speed_through_the_gateway(
     cabinet: Cabinet, mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:

@@ -259,6 +259,7 @@ def _link(segment: Segment, **extra: Any) -> dict[str, Any]:
     return {"id": "mbus", "type": "mbus-serial", "device": segment.line.gateway_path, "timeout": 0.15, **extra}
 
 
+@pytest.mark.long
 async def test_the_scan_finds_every_meter_by_primary_and_by_secondary_address(segment: Segment) -> None:
     line = MbusTransport(MbusLink.model_validate(_link(segment)))
     try:

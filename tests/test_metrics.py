@@ -95,6 +95,7 @@ async def test_a_scrape_is_clean_for_promtool_and_the_allow_list_holds(
         assert headers["Content-Type"].startswith("application/openmetrics-text") and text.endswith("# EOF\n")
 
 
+@pytest.mark.long
 async def test_prometheus_scrapes_the_gateway_and_every_grafana_panel_answers(
     site_factory: SiteFactory, mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:

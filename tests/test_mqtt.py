@@ -165,6 +165,7 @@ async def test_mqtt5_response_topic_and_correlation_data(world: World) -> None:
     assert not [s for s in w.seen[since:] if s.topic == f"{BASE}/lamps/set/result"]  # exactly one answer
 
 
+@pytest.mark.long
 async def test_fuzzed_commands_are_all_answered(world: World) -> None:
     w = world.watcher
     await w.topic(f"{BASE}/lamps/availability")

@@ -103,6 +103,7 @@ def test_setup_passes_and_a_second_run_skips_unchanged_files(
     assert flash_hashes(board)["app.mpy"] == app_before
 
 
+@pytest.mark.long
 def test_a_blank_board_is_flashed_and_passes(
     tmp_path: Path, board_factory: BoardFactory, broker: MosquittoBroker
 ) -> None:
@@ -142,6 +143,7 @@ def test_setup_fails_plainly_with_the_wrong_wifi_password(
     assert "Check the WiFi name and password" not in result.stdout  # not every possible cause: this one
 
 
+@pytest.mark.long
 def test_a_missing_access_point_and_a_refused_broker_login_are_named(
     tmp_path: Path, board_factory: BoardFactory, broker: MosquittoBroker
 ) -> None:
@@ -161,6 +163,7 @@ def test_a_missing_access_point_and_a_refused_broker_login_are_named(
     assert as_node.returncode == 1 and "refused user 'pole-17-a' (the node's login)" in as_node.stderr
 
 
+@pytest.mark.long
 def test_monitor_port_explains_the_nodes_link_lines(
     tmp_path: Path, board_factory: BoardFactory, broker: MosquittoBroker
 ) -> None:
@@ -462,6 +465,7 @@ def test_intervals_take_durations_as_the_gateway_configuration_does(tmp_path: Pa
 # -- monitor ------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.long
 def test_monitor_shows_a_node_and_the_serial_console(
     tmp_path: Path, board_factory: BoardFactory, broker: MosquittoBroker
 ) -> None:
@@ -592,6 +596,7 @@ def test_a_retained_leftover_is_not_a_sign_of_life() -> None:
     assert not seen.fresh_info and not seen.complete(health_grace=0.0)
 
 
+@pytest.mark.long
 def test_setup_again_and_again_never_pushes_a_healthy_node_into_safe_mode(
     tmp_path: Path, board_factory: BoardFactory, broker: MosquittoBroker
 ) -> None:
@@ -604,6 +609,7 @@ def test_setup_again_and_again_never_pushes_a_healthy_node_into_safe_mode(
         assert "SAFE MODE" not in result.stdout + board.console()
 
 
+@pytest.mark.long
 def test_a_node_in_safe_mode_says_why_and_how_to_leave(
     tmp_path: Path, board_factory: BoardFactory, broker: MosquittoBroker
 ) -> None:
@@ -651,6 +657,7 @@ def test_setup_checks_whose_board_it_is_before_deploying_anything(
     assert flash_hashes(board) == before  # not one file touched
 
 
+@pytest.mark.long
 def test_flash_skipped_is_said_only_after_checking(tmp_path: Path, board_factory: BoardFactory) -> None:
     blank = board_factory(blank=True)
     nodes = inventory(tmp_path, "192.168.4.1:1883")

@@ -97,6 +97,7 @@ async def test_node_reports_through_the_gateway(world: World) -> None:
     assert info["sensors"] == ["lux", "motion", "motion_count", "vbat", "temp", "rh", "pressure"]
 
 
+@pytest.mark.long
 async def test_a_long_wifi_cut_loses_nothing(world: World) -> None:
     node = await world.node(interval=0.5)  # a reading every half second: thirty readings buffered in 15 s
     await until(lambda: len(states(world)) >= 2, 30, "first readings")
@@ -153,6 +154,7 @@ async def test_repeated_early_resets_mean_safe_mode(world: World) -> None:
     assert ping["status"] == "ok"  # commands still work in safe mode
 
 
+@pytest.mark.long
 async def test_deep_sleep_cycle(world: World) -> None:
     node = await world.node(deep_sleep=True, interval=30)
     node.sleep_scale = 0.05  # 30 s of sleep pass in 1.5 s

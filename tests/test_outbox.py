@@ -101,6 +101,7 @@ def link_for(broker_port: int, store: Path, **store_extra: Any) -> MqttLink:
     return MqttLink(config.mqtt, Outbox(config.store), gateway_session(config))
 
 
+@pytest.mark.long
 async def test_nothing_lost_across_ten_outages(tmp_path: Path) -> None:
     """Ten wire cuts (both ends reset, no goodbye), five with a broker restart, while numbered messages flow.
 

@@ -19,6 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "technician" / "set-up-a-node.md"
 SESSIONS = [("set-up-a-node.md", "cityedge hil image")]  # (page, text in the block): the sessions tested here
@@ -49,6 +51,7 @@ def _wait_for(path: Path, seconds: float = 20) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.long
 def test_the_rehearsal_on_the_technicians_page_as_printed(tmp_path: Path) -> None:
     port = str(_free_port())
     env = {**os.environ}
