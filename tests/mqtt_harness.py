@@ -16,6 +16,7 @@ import aiomqtt
 import yaml
 
 from gateway.app import Gateway
+from gateway.north.mqtt_client import connection
 from hil.broker import MosquittoBroker
 from hil.site.emulated import Site
 from hil.site.scenario import gateway_config
@@ -60,15 +61,17 @@ class Watcher:
         while not self._stopping:
             try:
                 protocol = aiomqtt.ProtocolVersion.V5 if self.v5 else aiomqtt.ProtocolVersion.V311
-                async with aiomqtt.Client(
-                    self.broker.host,
-                    self.broker.port,
-                    protocol=protocol,
-                    identifier=f"watcher-{uuid.uuid4().hex[:8]}",
-                    username=self.username,
-                    password=self.password,
-                    # Without it every QoS 1 publish waits for a delayed ACK: seconds per thousand messages.
-                    socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+                async with connection(
+                    aiomqtt.Client(
+                        self.broker.host,
+                        self.broker.port,
+                        protocol=protocol,
+                        identifier=f"watcher-{uuid.uuid4().hex[:8]}",
+                        username=self.username,
+                        password=self.password,
+                        # Without it every QoS 1 publish waits for a delayed ACK: seconds per thousand messages.
+                        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+                    )
                 ) as client:
                     self.client = client
                     client.pending_calls_threshold = 100_000  # tests send thousands at once on purpose

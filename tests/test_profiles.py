@@ -9,6 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
+from gateway.common.problems import ConfigError
 from gateway.config.schema import json_schema
 from gateway.points.types import DataType
 from gateway.profiles.expand import expand
@@ -162,3 +163,22 @@ def test_example_config_passes_the_schema_and_schema_catches_mistakes() -> None:
     data["links"][0]["parity"] = "X"
     errors = list(validator.iter_errors(_as_json(data)))
     assert len(errors) == 2
+
+
+def test_a_profile_read_again_is_the_same_and_a_changed_one_is_read_anew(tmp_path: Path) -> None:
+    """Loading a file with the same bytes reuses the checked profile (a reload, every gateway of a test run); any
+    change to the bytes, even one that keeps the size, is read and checked again; a broken edit is refused."""
+    path = tmp_path / "eastron-sdm120.yaml"
+    text = (SHIPPED_DIR / "eastron-sdm120.yaml").read_text()
+    path.write_text(text)
+    first, _ = load_profile(path)
+    assert load_profile(path)[0] is first
+    assert "voltage: {address: 0x00" in text
+    path.write_text(text.replace("voltage: {address: 0x00", "voltage: {address: 0x10"))  # the same size
+    moved, _ = load_profile(path)
+    assert moved is not first and moved.points["voltage"].address == 0x10
+    path.write_text(text.replace("voltage: {address: 0x00", "voltage: {address: 0x0G"))
+    with pytest.raises(ConfigError, match=r"eastron-sdm120\.yaml:"):
+        load_profile(path)
+    path.write_text(text)
+    assert load_profile(path)[0] is first  # back as it was

@@ -93,7 +93,9 @@ async def collect(kwargs: dict[str, Any], base: str, timeout: float) -> Seen:
     seen = Seen()
     loop = asyncio.get_running_loop()
     identifier = f"cityedge-status-{uuid.uuid4().hex[:8]}"
-    async with aiomqtt.Client(**kwargs, identifier=identifier, timeout=timeout) as client:
+    from gateway.north.mqtt_client import connection
+
+    async with connection(aiomqtt.Client(**kwargs, identifier=identifier, timeout=timeout)) as client:
         for topic in ("status", "health", "devices", "+/health"):
             await client.subscribe(f"{base}/{topic}", qos=1)
         deadline = loop.time() + timeout

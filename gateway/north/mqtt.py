@@ -35,6 +35,7 @@ from gateway.common.problems import KeyPath
 from gateway.config.model import GatewayConfig, MqttSettings
 from gateway.core.supervision import InputFaults, Supervisor, being_cancelled
 from gateway.north.message import Kind, Outgoing, dumps, json_safe
+from gateway.north.mqtt_client import connection
 from gateway.north.queue import OutgoingQueue
 
 log = logging.getLogger("cityedge.mqtt")
@@ -357,7 +358,7 @@ class MqttLink:
             connected_at: float | None = None
             taken_over = False
             try:
-                async with self._client(host, port) as client:
+                async with connection(self._client(host, port)) as client:
                     connected_at = loop.time()
                     await self._on_connected(client, host, port)
                     async for _ in client.messages:  # ends (MqttError) when the connection does; see _Inbox

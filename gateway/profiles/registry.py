@@ -6,6 +6,7 @@ file the same name.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -44,8 +45,29 @@ class ProfileRegistry:
         return self._loaded[name]
 
 
+_LOADED: dict[tuple[str, bytes], tuple[Profile, YamlSource]] = {}  # (file, digest of its bytes): checked profile
+_KEEP = 256
+
+
 def load_profile(path: Path) -> tuple[Profile, YamlSource]:
-    """Load one profile file and check it with its default parameters."""
+    """Load one profile file and check it with its default parameters. A file read before with the same bytes
+    is not parsed again (profiles are immutable): a reload, `cityedge check` and every gateway of a test run
+    share the work; a changed file is read anew."""
+    try:
+        key = (str(path), hashlib.blake2b(path.read_bytes(), digest_size=16).digest())
+    except OSError:
+        key = None  # load_yaml says what is wrong with the file
+    if key is not None and key in _LOADED:
+        return _LOADED[key]
+    loaded = _check(path)
+    if key is not None:
+        if len(_LOADED) >= _KEEP:
+            del _LOADED[next(iter(_LOADED))]
+        _LOADED[key] = loaded
+    return loaded
+
+
+def _check(path: Path) -> tuple[Profile, YamlSource]:
     source = load_yaml(path)
     profile = parse_profile(source)
     problems: list[Problem] = []

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiomqtt
 
+from gateway.north.mqtt_client import connection
 from gateway.technician import NodeToolError
 from gateway.technician.port import host_port
 
@@ -172,7 +173,7 @@ async def watch(
     prefix = f"{topic}/{node_id}/"
     deadline = None if duration is None else time.monotonic() + duration
     try:
-        async with broker.client(f"cityedge-tech-{os.getpid()}") as client:
+        async with connection(broker.client(f"cityedge-tech-{os.getpid()}")) as client:
             await client.subscribe(prefix + "#", qos=1)
             if ready is not None:
                 ready()

@@ -23,6 +23,7 @@ import aiomqtt
 import yaml
 
 from gateway.app import Gateway
+from gateway.north.mqtt_client import connection
 from hil.broker import MosquittoBroker, find_mosquitto
 from hil.site.emulated import Site
 from hil.site.scenario import Step, gateway_config, load_scenario
@@ -184,7 +185,7 @@ def _web_lines(gateway: Gateway, user: str, password: str) -> str:
 async def watch(host: str, port: int, password: str, base: str, view: View) -> None:
     while True:
         with contextlib.suppress(aiomqtt.MqttError):
-            async with aiomqtt.Client(host, port, username=USER, password=password) as client:
+            async with connection(aiomqtt.Client(host, port, username=USER, password=password)) as client:
                 await client.subscribe(f"{base}/#", qos=1)
                 async for m in client.messages:
                     with contextlib.suppress(ValueError, KeyError, AttributeError):

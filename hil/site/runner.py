@@ -24,6 +24,7 @@ import yaml
 
 from gateway.app import Gateway
 from gateway.edge.clock import FastClock
+from gateway.north.mqtt_client import connection
 from hil.broker import MosquittoBroker, find_mosquitto
 from hil.site.emulated import Site
 from hil.site.scenario import Expectation, LoadedScenario, gateway_config
@@ -93,7 +94,7 @@ class Recorder:
     async def run(self) -> None:
         while True:
             with contextlib.suppress(aiomqtt.MqttError):
-                async with aiomqtt.Client(self.host, self.port) as client:
+                async with connection(aiomqtt.Client(self.host, self.port)) as client:
                     await client.subscribe(f"{self.base}/#", qos=1)
                     self.ready.set()
                     async for m in client.messages:
