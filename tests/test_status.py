@@ -35,6 +35,7 @@ async def test_status_lists_devices_by_state_with_the_reason_of_each_that_is_not
             links=[{"id": "net", "type": "modbus-tcp", "host": "127.0.0.1", "port": nobody.port, "timeout": 0.2}],
             devices=[{"id": "meter", "profile": "eastron-sdm120", "link": "net", "unit": 1, "poll": 0.3}],
             nodes=[{"id": "pole-1"}],
+            alarms=[{"id": "meter-silent", "device": "meter", "offline_for": 1, "severity": "major"}],
         )
         watcher = Watcher(mosquitto)
         await watcher.start()
@@ -44,6 +45,7 @@ async def test_status_lists_devices_by_state_with_the_reason_of_each_that_is_not
             await watcher.wait_for(lambda s: s.topic == "cityedge/hard/pole-1/availability" and s.payload == b"online")
             await watcher.wait_for(lambda s: s.topic == "cityedge/hard/meter/health" and s.json()["state"] == "offline")
             await watcher.wait_for(lambda s: s.topic == "cityedge/hard/health")
+            await watcher.wait_for(lambda s: s.topic == "cityedge/hard/alarms" and len(s.json()) == 1, what="alarm")
             # the command runs beside the gateway, not in its event loop: a blocked loop would starve its MQTT
             shown = await asyncio.to_thread(status, "-c", str(path))
             assert shown.returncode == 0, shown.stderr
@@ -53,9 +55,13 @@ async def test_status_lists_devices_by_state_with_the_reason_of_each_that_is_not
             meter = next(line for line in lines if line.strip().startswith("meter"))
             assert ("offline" in meter and "connection refused" in meter.lower()) or "refused" in meter
             assert any(line.startswith("  outbox   ") and "dropped" in line for line in lines)
+            assert "  alarms   1 active (1 major)" in lines
+            alarm = next(line for line in lines if line.strip().startswith("meter-silent"))
+            assert "major" in alarm and "meter offline for 1s, for " in alarm and "(not acknowledged)" in alarm
             data = json.loads((await asyncio.to_thread(status, "-c", str(path), "--json")).stdout)
             assert data["state"] == "online" and data["devices"] == {"online": 1, "offline": 1}
             assert [(d["id"], d["state"]) for d in data["attention"]] == [("meter", "offline")]
+            assert [(a["id"], a["severity"], a["active"]) for a in data["alarms"]] == [("meter-silent", "major", True)]
             # Without the configuration, from a laptop: broker and base topic as options.
             bare = await asyncio.to_thread(
                 status, "--broker", f"{mosquitto.host}:{mosquitto.port}", "--base", "cityedge/hard", "--json"
@@ -86,6 +92,11 @@ def test_status_survives_hostile_retained_messages(mosquitto: MosquittoBroker) -
         (f"{base}/devices", "[NaN, 1e999, {}]"),
         (f"{base}/d1/health", "{not json"),
         (f"{base}/d2/health", '{"state": "offline", "reason": "timeout", "since": 1e999}'),
+        (
+            f"{base}/alarms",
+            '[{"id": "x\\u001b[2J", "severity": "apocalyptic", "active": true, "message": 5, '
+            '"raised": "not a date", "acked_by": ["ana"]}, 7, {"id": 3}, {"id": "gone"}]',
+        ),
     ):
         subprocess.run(["mosquitto_pub", "-h", mosquitto.host, "-p", str(mosquitto.port), "-r", "-t", topic,
                         "-m", payload], check=True, timeout=10)  # fmt: skip
@@ -94,3 +105,5 @@ def test_status_survives_hostile_retained_messages(mosquitto: MosquittoBroker) -
     assert "Traceback" not in shown.stdout + shown.stderr
     assert "warning  2 retained message(s) under cityedge/hostile could not be read" in shown.stdout
     assert "d2" in shown.stdout and "offline" in shown.stdout and "timeout" in shown.stdout
+    assert "  alarms   1 active (1 unknown), 1 cleared, not acknowledged" in shown.stdout
+    assert "    x?[2J  unknown   (not acknowledged)" in shown.stdout and "\x1b" not in shown.stdout

@@ -1,7 +1,8 @@
 """`cityedge status`: what a running gateway says of itself on its broker, in one screen (or as JSON).
 
-It reads what the gateway keeps retained: `<base>/status`, `<base>/health`, `<base>/devices`
-and every `<base>/<device>/health`, collected until the broker has sent them all. The same
+It reads what the gateway keeps retained: `<base>/status`, `<base>/health`, `<base>/devices`,
+every `<base>/<device>/health` and the alarm list `<base>/alarms`, collected until the broker
+has sent them all. The same
 state the dashboard and the metrics read, for an operator with only a terminal.
 
 Exit 0: the gateway is online; 1: it is offline or nothing was heard from it; 2: bad usage.
@@ -17,6 +18,7 @@ import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,7 @@ class Seen:
     health: dict[str, Any] | None = None
     devices: list[dict[str, Any]] = field(default_factory=list)
     device_health: dict[str, dict[str, Any]] = field(default_factory=dict)
+    alarms: list[dict[str, Any]] | None = None  # None: the gateway keeps no alarm list (no rules)
     unreadable: int = 0
 
 
@@ -96,7 +99,7 @@ async def collect(kwargs: dict[str, Any], base: str, timeout: float) -> Seen:
     from gateway.north.mqtt_client import connection
 
     async with connection(aiomqtt.Client(**kwargs, identifier=identifier, timeout=timeout)) as client:
-        for topic in ("status", "health", "devices", "+/health"):
+        for topic in ("status", "health", "devices", "+/health", "alarms"):
             await client.subscribe(f"{base}/{topic}", qos=1)
         deadline = loop.time() + timeout
         while loop.time() < deadline:
@@ -125,6 +128,36 @@ def _take(seen: Seen, base: str, topic: str, payload: Any) -> None:
         seen.devices = [d for d in data if isinstance(d, dict)]
     elif rest.endswith("/health") and isinstance(data, dict):
         seen.device_health[rest[: -len("/health")]] = data
+    elif rest == "alarms" and isinstance(data, list):
+        seen.alarms = [_alarm(a) for a in data if isinstance(a, dict) and isinstance(a.get("id"), str)]
+
+
+SEVERITIES = ("critical", "major", "minor", "warning")
+
+
+def _printable(text: str) -> str:
+    """No terminal control sequences from a retained message anybody may have written."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def _alarm(a: dict[str, Any]) -> dict[str, Any]:
+    """One entry of the retained list, as text and flags only (a hostile retained list is shown, not trusted)."""
+
+    def text(key: str) -> str | None:
+        value = a.get(key)
+        return _printable(value[:200]) if isinstance(value, str) else None
+
+    severity = text("severity")
+    return {
+        "id": _printable(str(a["id"])[:64]),
+        "severity": severity if severity in SEVERITIES else "unknown",
+        "message": text("message"),
+        "device": text("device"),
+        "active": a.get("active") is True,
+        "raised": text("raised"),
+        "acked_by": text("acked_by"),
+        "shelved_until": text("shelved_until"),
+    }
 
 
 def report(seen: Seen, base: str) -> dict[str, Any]:
@@ -156,6 +189,7 @@ def report(seen: Seen, base: str) -> dict[str, Any]:
         "outbox": health.get("outbox"),
         "mqtt": health.get("mqtt"),
         "links": health.get("links"),
+        "alarms": seen.alarms,
         "all_devices": devices,
         "unreadable_messages": seen.unreadable,
     }
@@ -193,6 +227,7 @@ def render(r: dict[str, Any]) -> str:
     for d in r["attention"]:
         reason = d["reason"] or "no reason given"
         lines.append(f"    {d['id']:<{width}}  {d['state']:<8}  {reason}{_ago(d['since'])}")
+    lines += _alarm_lines(r["alarms"])
     outbox = r["outbox"]
     if isinstance(outbox, dict):
         dropped = sum(outbox.get("dropped", {}).values()) if isinstance(outbox.get("dropped"), dict) else 0
@@ -200,6 +235,34 @@ def render(r: dict[str, Any]) -> str:
         age = f", oldest {_duration(oldest)} old" if oldest else ""
         lines.append(f"  outbox   {outbox.get('depth', 0)} waiting{age}, {dropped} dropped, mode {outbox.get('mode')}")
     return "\n".join(lines)
+
+
+def _alarm_lines(alarms: list[dict[str, Any]] | None) -> list[str]:
+    """Active alarms (most severe first, as the gateway lists them), and those cleared but not acknowledged."""
+    if alarms is None:
+        return []
+    active = [a for a in alarms if a["active"]]
+    waiting = len(alarms) - len(active)
+    counts = ", ".join(f"{n} {s}" for s in (*SEVERITIES, "unknown") if (n := sum(a["severity"] == s for a in active)))
+    head = f"{len(active)} active ({counts})" if active else "none active"
+    lines = [f"  alarms   {head}" + (f", {waiting} cleared, not acknowledged" if waiting else "")]
+    width = max((len(a["id"]) for a in active), default=0)
+    for a in active:
+        notes = [f"acknowledged by {a['acked_by']}" if a["acked_by"] else "not acknowledged"]
+        if a["shelved_until"]:
+            notes.append(f"shelved until {a['shelved_until']}")
+        message = a["message"] or a["device"] or ""
+        said = " ".join(filter(None, (message + _since(a["raised"]), f"({', '.join(notes)})")))
+        lines.append(f"    {a['id']:<{width}}  {a['severity']:<8}  {said}")
+    return lines
+
+
+def _since(stamp: str | None) -> str:
+    try:
+        raised = datetime.fromisoformat(stamp or "")
+    except ValueError:
+        return ""
+    return _ago(raised.timestamp() * 1000) if raised.tzinfo is not None else ""
 
 
 def run(args: argparse.Namespace) -> int:
