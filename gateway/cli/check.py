@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from gateway.cli.run import load_checked
 from gateway.common.problems import ConfigError, Problem, format_path
 from gateway.common.types import format_duration
 from gateway.config.loader import LoadedConfig
 from gateway.config.model import DeviceConfig, GatewayConfig
-from gateway.edge.alarms.rules import AlarmRule, site_rules
+from gateway.edge.alarms.rules import AlarmRule, Severity, site_rules
 from gateway.north.mqtt import security_warnings
 from gateway.south.driver import link_driver
 
@@ -175,8 +175,7 @@ def _automation_summary(loaded: LoadedConfig) -> list[str]:
     configured, shipped = site_rules(loaded)
     if configured or shipped:
         rules = configured + shipped
-        by = ", ".join(f"{n} {s}" for s in ("critical", "major", "minor", "warning")
-                       if (n := sum(r.severity == s for r in rules)))  # fmt: skip
+        by = ", ".join(f"{n} {s}" for s in get_args(Severity) if (n := sum(r.severity == s for r in rules)))
         lines.append(f"  alarms   {len(rules)}: {len(configured)} configured, {len(shipped)} from profiles ({by})")
         for rule in configured:
             lines.append(f"    {rule.id:<16} {rule.severity:<8} {rule.condition()}")

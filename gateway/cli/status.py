@@ -2,8 +2,8 @@
 
 It reads what the gateway keeps retained: `<base>/status`, `<base>/health`, `<base>/devices`,
 every `<base>/<device>/health` and the alarm list `<base>/alarms`, collected until the broker
-has sent them all. The same
-state the dashboard and the metrics read, for an operator with only a terminal.
+has sent them all. The same state the dashboard and the metrics read, for an operator with
+only a terminal.
 
 Exit 0: the gateway is online; 1: it is offline or nothing was heard from it; 2: bad usage.
 """
@@ -132,7 +132,7 @@ def _take(seen: Seen, base: str, topic: str, payload: Any) -> None:
         seen.alarms = [_alarm(a) for a in data if isinstance(a, dict) and isinstance(a.get("id"), str)]
 
 
-SEVERITIES = ("critical", "major", "minor", "warning")
+SEVERITIES = ("critical", "major", "minor", "warning")  # the alarm rules' (not imported: status stays light)
 
 
 def _printable(text: str) -> str:
