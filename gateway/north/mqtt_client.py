@@ -20,11 +20,6 @@ async def connection(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Client]:
         async with client:
             yield client
     finally:
-        settle(client)
-
-
-def settle(client: aiomqtt.Client) -> None:
-    """Take the reason of the lost connection (if there is one) from aiomqtt's future, so it is not logged."""
-    lost = getattr(client, "_disconnected", None)
-    if lost is not None and lost.done() and not lost.cancelled():
-        lost.exception()
+        lost = getattr(client, "_disconnected", None)  # aiomqtt's future of the lost connection's reason
+        if lost is not None and lost.done() and not lost.cancelled():
+            lost.exception()  # taken: not logged when the future is collected
