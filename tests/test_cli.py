@@ -87,6 +87,8 @@ def test_a_command_loads_only_what_it_needs(tmp_path: Path) -> None:
     command = [sys.executable, "-c", code, str(users)]
     shown = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60)
     assert shown.stdout.splitlines()[-1] == "0 ['gateway.cli.errors', 'gateway.cli.users']", shown.stdout + shown.stderr
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("cityedge ")
     everything = run("--help")
     assert everything.returncode == 0 and all(c in everything.stdout for c in ("check", "mbus", "read", "hil"))
     unknown = run("chek", "-c", "x.yaml")

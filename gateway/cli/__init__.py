@@ -54,7 +54,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     module = COMMANDS.get(command or "", command)
-    for name in (module,) if module in MODULES else MODULES:
+    names = () if command == "" else (module,) if module in MODULES else MODULES  # "": only --version
+    for name in names:
         importlib.import_module(f"gateway.cli.{name}").register(sub)
     for each in parsers(parser):
         each.formatter_class = DefaultsShown
@@ -62,8 +63,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def _command(argv: Sequence[str]) -> str | None:
-    """The command a line names: its first word that is not an option (the top level's take no values)."""
-    return next((word for word in argv if not word.startswith("-")), None)
+    """The command a line names: its first word that is not an option (the top level's take no values); "" for a
+    line that only asks for the version; None for one that needs them all (--help, a mistake)."""
+    word = next((word for word in argv if not word.startswith("-")), None)
+    if word is None and "--version" in argv and not {"-h", "--help"} & set(argv):
+        return ""
+    return word
 
 
 def main(argv: Sequence[str] | None = None) -> int:
