@@ -150,6 +150,16 @@ async def test_relay_open_close_and_overcurrent_trip(site_factory: SiteFactory) 
         assert (
             await client.write_register(place(command).address, 3, device_id=1)
         ).exception_code == 3  # no such command
+        await client.write_register(place(command).address, 2, device_id=1)  # closed again: the load flows
+        site.stimulus("r", "load", {"amps": 70})
+        await eventually(lambda: site.get_value("r", "current_l1") > 68)  # type: ignore[operator]
+        assert site.get_value("r", "tripped") is False  # an overload the protection has not tripped on (yet)
+        for bad in (float("nan"), float("inf"), -1, 1e9, True, "70", None):
+            with pytest.raises(ValueError, match="load: amps must be a number from 0 to 10000"):
+                site.stimulus("r", "load", {"amps": bad})
+        with pytest.raises(TypeError):
+            site.stimulus("r", "load", {"volts": 3})
+        assert site.get_value("r", "current_l1") > 68  # a refused stimulus changes nothing  # type: ignore[operator]
     finally:
         client.close()
 
