@@ -13,6 +13,7 @@ import sys
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -141,6 +142,15 @@ async def test_demo_with_faults() -> None:
             timeout=30,
             what="meter back",
         )
+        # the block's automation: its lamp groups on their night program, the alarms of both faults so far
+        street = (await w.topic(f"{BASE}/lighting/street")).json()
+        assert street["reason"] == "program" and street["program"] == "night" and street["level"] in (0, 50, 100)
+
+        def listed(seen: Any) -> set[str]:
+            return {a["id"] for a in seen.json()} if seen.topic == f"{BASE}/alarms" else set()
+
+        await w.wait_for(lambda s: "lamps.lamp-failure.ballast_3_lamp_failure" in listed(s), what="the lamp alarm")
+        await w.wait_for(lambda s: "meter-silent" in listed(s), since=w.seen.index(off), what="the meter alarm")
         wifi = await w.wait_for(
             lambda s: s.topic == f"{BASE}/pole-2/availability" and s.payload == b"offline",
             timeout=30,

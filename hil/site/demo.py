@@ -102,6 +102,8 @@ class View:
     errors: dict[str, dict[str, str]] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
     status: str = "?"
+    alarms: list[dict[str, Any]] = field(default_factory=list)
+    lighting: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def take(self, base: str, topic: str, payload: bytes) -> None:
         rest = topic[len(base) + 1 :]
@@ -109,9 +111,13 @@ class View:
             self.status = json.loads(payload).get("state", "?")
         elif rest == "event":
             event = json.loads(payload)
-            detail = event.get("device") or event.get("link") or event.get("node") or ""
+            detail = event.get("alarm") or event.get("device") or event.get("link") or event.get("node") or ""
             self.events.append(f"{time.strftime('%H:%M:%S')} {event['kind']} {detail}".rstrip())
             del self.events[:-6]
+        elif rest == "alarms":
+            self.alarms = [a for a in json.loads(payload) if isinstance(a, dict)]
+        elif rest.startswith("lighting/"):
+            self.lighting[rest.split("/", 1)[1]] = json.loads(payload)
         elif rest.endswith("/availability"):
             self.availability[rest.split("/")[0]] = payload.decode()
         elif rest.endswith("/state"):
@@ -129,6 +135,15 @@ class View:
             if errors:
                 shown += f"  errors: {len(errors)} ({next(iter(errors.values()))})"
             lines.append(f"{device:<14} {self.availability.get(device, '...'):<9} {shown}")
+        if self.lighting:
+            lit = [f"{t} {p.get('level', '?'):g}% ({p.get('reason', '?')})" if isinstance(p.get("level"), int | float)
+                   else f"{t} ?" for t, p in sorted(self.lighting.items())]  # fmt: skip
+            lines.append("lighting: " + ", ".join(lit))
+        active = [a for a in self.alarms if a.get("active")]
+        shown = ", ".join(f"{a.get('id')} ({a.get('severity')})" for a in active[:3]) + (
+            ", ..." if len(active) > 3 else ""
+        )
+        lines.append(f"alarms: {len(active)} active" + (f": {shown}" if active else ""))
         lines.append("recent events:")
         lines += [f"  {e}" for e in self.events] or ["  (none yet)"]
         return "\n".join(lines)
