@@ -221,3 +221,26 @@ async def test_demo_without_mosquitto_uses_the_embedded_broker(monkeypatch: obje
         demo.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(demo, 60)
+
+
+def test_the_demo_table_survives_what_anyone_may_publish_on_its_broker() -> None:
+    """The table reads the block's tree: a message nobody can use is left out, and the table still renders."""
+    import contextlib
+
+    from hil.site.demo import View
+
+    view = View()
+    hostile = [
+        ("alarms", b"5"), ("alarms", b'{"id": "x"}'), ("alarms", b'[7, null, {"id": "a", "active": true}]'),
+        ("lighting/street", b"[1, 2]"), ("lighting/square", b'{"level": "bright"}'),
+        ("lighting/park", b'{"level": 1e999}'),
+        ("event", b"{}"), ("event", b"NaN"), ("status", b"[]"), ("lamps/state", b'{"values": 3}'),
+        ("lighting/" + "x" * 5000, b'{"level": 50, "reason": "override"}'), ("alarms", b"\xff\xfe"),
+    ]  # fmt: skip
+    for rest, payload in hostile:
+        with contextlib.suppress(ValueError, KeyError, AttributeError, TypeError):  # as the demo's subscriber does
+            view.take(BASE, f"{BASE}/{rest}", payload)
+    table = view.table()
+    assert "lighting: " in table and "square ?" in table and "x" * 64 + " 50% (override)" in table
+    assert "street" not in table  # a list is no lighting state
+    assert "alarms: 1 active: a (?)" in table  # the last list that could be read

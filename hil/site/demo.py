@@ -115,16 +115,20 @@ class View:
             self.events.append(f"{time.strftime('%H:%M:%S')} {event['kind']} {detail}".rstrip())
             del self.events[:-6]
         elif rest == "alarms":
-            self.alarms = [a for a in json.loads(payload) if isinstance(a, dict)]
+            listed = json.loads(payload)
+            self.alarms = [a for a in listed if isinstance(a, dict)] if isinstance(listed, list) else []
         elif rest.startswith("lighting/"):
-            self.lighting[rest.split("/", 1)[1]] = json.loads(payload)
+            state = json.loads(payload)
+            if isinstance(state, dict):
+                self.lighting[rest.split("/", 1)[1][:64]] = state
         elif rest.endswith("/availability"):
             self.availability[rest.split("/")[0]] = payload.decode()
         elif rest.endswith("/state"):
             state = json.loads(payload)
             device = rest.split("/")[0]
-            self.values[device] = state.get("values", {})
-            self.errors[device] = state.get("errors", {})
+            values, errors = state.get("values", {}), state.get("errors", {})
+            self.values[device] = values if isinstance(values, dict) else {}
+            self.errors[device] = errors if isinstance(errors, dict) else {}
 
     def table(self) -> str:
         lines = [f"gateway: {self.status}", f"{'DEVICE':<14} {'STATE':<9} VALUES"]
@@ -140,7 +144,7 @@ class View:
                    else f"{t} ?" for t, p in sorted(self.lighting.items())]  # fmt: skip
             lines.append("lighting: " + ", ".join(lit))
         active = [a for a in self.alarms if a.get("active")]
-        shown = ", ".join(f"{a.get('id')} ({a.get('severity')})" for a in active[:3]) + (
+        shown = ", ".join(f"{a.get('id')} ({a.get('severity', '?')})" for a in active[:3]) + (
             ", ..." if len(active) > 3 else ""
         )
         lines.append(f"alarms: {len(active)} active" + (f": {shown}" if active else ""))
@@ -203,8 +207,8 @@ async def watch(host: str, port: int, password: str, base: str, view: View) -> N
             async with connection(aiomqtt.Client(host, port, username=USER, password=password)) as client:
                 await client.subscribe(f"{base}/#", qos=1)
                 async for m in client.messages:
-                    with contextlib.suppress(ValueError, KeyError, AttributeError):
-                        view.take(base, str(m.topic), m.payload)
+                    with contextlib.suppress(ValueError, KeyError, AttributeError, TypeError):
+                        view.take(base, str(m.topic), m.payload)  # a message nobody can use changes nothing
         await asyncio.sleep(0.5)
 
 
