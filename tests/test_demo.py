@@ -236,6 +236,7 @@ def test_the_demo_table_survives_what_anyone_may_publish_on_its_broker() -> None
         ("lighting/park", b'{"level": 1e999}'),
         ("event", b"{}"), ("event", b"NaN"), ("status", b"[]"), ("lamps/state", b'{"values": 3}'),
         ("lighting/" + "x" * 5000, b'{"level": 50, "reason": "override"}'), ("alarms", b"\xff\xfe"),
+        ("alarms", b"[" * 100_000 + b"]" * 100_000), ("event", b"1" * 2_000_000),  # deep, huge
     ]  # fmt: skip
     for rest, payload in hostile:
         with contextlib.suppress(ValueError, KeyError, AttributeError, TypeError):  # as the demo's subscriber does

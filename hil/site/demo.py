@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import secrets
 import shutil
 import sys
@@ -23,6 +22,7 @@ import aiomqtt
 import yaml
 
 from gateway.app import Gateway
+from gateway.core.inputs import parse_json
 from gateway.north.mqtt_client import connection
 from hil.broker import MosquittoBroker, find_mosquitto
 from hil.site.emulated import Site
@@ -93,6 +93,12 @@ class EmbeddedBroker:
         await self.start()
 
 
+def _json(payload: bytes) -> Any:
+    """A message of the block's tree, read as the gateway reads its own inputs: deep or huge JSON, NaN and numbers
+    too large to be true are refused (InputError, a ValueError) instead of reaching the table."""
+    return parse_json(payload, max_bytes=1024 * 1024)
+
+
 @dataclass
 class View:
     """What an operator would see on the broker, kept up to date by a subscriber."""
@@ -108,23 +114,23 @@ class View:
     def take(self, base: str, topic: str, payload: bytes) -> None:
         rest = topic[len(base) + 1 :]
         if rest == "status":
-            self.status = json.loads(payload).get("state", "?")
+            self.status = _json(payload).get("state", "?")
         elif rest == "event":
-            event = json.loads(payload)
+            event = _json(payload)
             detail = event.get("alarm") or event.get("device") or event.get("link") or event.get("node") or ""
             self.events.append(f"{time.strftime('%H:%M:%S')} {event['kind']} {detail}".rstrip())
             del self.events[:-6]
         elif rest == "alarms":
-            listed = json.loads(payload)
+            listed = _json(payload)
             self.alarms = [a for a in listed if isinstance(a, dict)] if isinstance(listed, list) else []
         elif rest.startswith("lighting/"):
-            state = json.loads(payload)
+            state = _json(payload)
             if isinstance(state, dict):
                 self.lighting[rest.split("/", 1)[1][:64]] = state
         elif rest.endswith("/availability"):
             self.availability[rest.split("/")[0]] = payload.decode()
         elif rest.endswith("/state"):
-            state = json.loads(payload)
+            state = _json(payload)
             device = rest.split("/")[0]
             values, errors = state.get("values", {}), state.get("errors", {})
             self.values[device] = values if isinstance(values, dict) else {}
