@@ -26,6 +26,7 @@ from gateway.cli.errors import UsageError
 from gateway.cli.options import MQTT_PORT, address, seconds
 from gateway.common.problems import format_path
 from gateway.core.inputs import InputError, parse_json
+from gateway.core.supervision import printable
 
 QUIET = 0.3  # seconds without a new retained message: the broker has sent them all
 MAX_MESSAGE = 1024 * 1024  # bytes, as the gateway's own session takes
@@ -135,21 +136,16 @@ def _take(seen: Seen, base: str, topic: str, payload: Any) -> None:
 SEVERITIES = ("critical", "major", "minor", "warning")  # the alarm rules' (not imported: status stays light)
 
 
-def _printable(text: str) -> str:
-    """No terminal control sequences from a retained message anybody may have written."""
-    return "".join(c if c.isprintable() else "?" for c in text)
-
-
 def _alarm(a: dict[str, Any]) -> dict[str, Any]:
     """One entry of the retained list, as text and flags only (a hostile retained list is shown, not trusted)."""
 
     def text(key: str) -> str | None:
         value = a.get(key)
-        return _printable(value[:200]) if isinstance(value, str) else None
+        return printable(value) if isinstance(value, str) else None  # no terminal control from anybody's message
 
     severity = text("severity")
     return {
-        "id": _printable(str(a["id"])[:64]),
+        "id": printable(a["id"], 64),
         "severity": severity if severity in SEVERITIES else "unknown",
         "message": text("message"),
         "device": text("device"),
