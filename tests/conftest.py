@@ -14,6 +14,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     def expected(item: pytest.Item) -> float:
         marker = item.get_closest_marker("long")
-        return 0.0 if marker is None else float(marker.args[0]) if marker.args else 10.0
+        if marker is None:
+            return 0.0
+        return float(marker.args[0]) if marker.args else 10.0
 
     items.sort(key=expected, reverse=True)

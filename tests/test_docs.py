@@ -7,6 +7,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,12 +66,13 @@ def test_every_session_block_is_followed_by_a_test() -> None:
         assert any(page == known and marker in body for known, marker in SESSIONS), f"{page}: untested session"
 
 
-RUNS = [  # a scenario runs for its whole timeline (the README's for a minute): long
-    pytest.param(*c, marks=[pytest.mark.long(60 if p == "README.md" else 20)] if " hil run " in c[1] else [],
-                 id=f"{p}:{c[1][19:50]}")
-    for c in COMMANDS
-    for p in [c[0]]
-]  # fmt: skip
+def _run(page: str, command: str, expected: str | None) -> Any:
+    """A scenario runs for its whole timeline (the README's for a minute): long."""
+    long = [pytest.mark.long(60 if page == "README.md" else 20)] if " hil run " in command else []
+    return pytest.param(page, command, expected, marks=long, id=f"{page}:{command[19:50]}")
+
+
+RUNS = [_run(*c) for c in COMMANDS]
 
 
 @pytest.mark.parametrize(("page", "command", "expected"), RUNS)
