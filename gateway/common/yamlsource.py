@@ -218,20 +218,29 @@ def parse_yaml(text: str, file: str) -> YamlSource:
 
 def load_yaml(path: Path) -> YamlSource:
     """Read and parse a YAML file; unreadable files become located problems, not tracebacks."""
+    return decode_yaml(read_file(path), str(path))
+
+
+def read_file(path: Path) -> bytes:
+    """A configuration or profile file's bytes; a missing, unreadable or oversized file is a located problem."""
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
             raise ConfigError([Problem(str(path), 1, 1, (), f"larger than {MAX_FILE_BYTES // 1024 // 1024} MB")])
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise ConfigError([Problem(str(path), 1, 1, (), "file not found")]) from None
     except OSError as exc:
         raise ConfigError([Problem(str(path), 1, 1, (), f"cannot read file: {exc.strerror}")]) from None
+
+
+def decode_yaml(data: bytes, file: str) -> YamlSource:
+    """Parse a file's bytes: UTF-8 text, or a problem at the first byte that is not."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         byte = data[exc.start]
-        problem = Problem(str(path), line, column, (), f"not UTF-8 text: byte 0x{byte:02x} ({exc.reason})")
+        problem = Problem(file, line, column, (), f"not UTF-8 text: byte 0x{byte:02x} ({exc.reason})")
         raise ConfigError([problem]) from None
-    return parse_yaml(text, str(path))
+    return parse_yaml(text, file)

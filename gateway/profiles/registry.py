@@ -12,7 +12,7 @@ from pathlib import Path
 
 import device_profiles
 from gateway.common.problems import ConfigError, Problem
-from gateway.common.yamlsource import YamlSource, load_yaml
+from gateway.common.yamlsource import YamlSource, decode_yaml, read_file
 from gateway.profiles.expand import Issue, ResolvedProfile, expand
 from gateway.profiles.model import Profile, parse_profile
 
@@ -53,22 +53,16 @@ def load_profile(path: Path) -> tuple[Profile, YamlSource]:
     """Load one profile file and check it with its default parameters. A file read before with the same bytes
     is not parsed again (profiles are immutable): a reload, `cityedge check` and every gateway of a test run
     share the work; a changed file is read anew."""
-    try:
-        key = (str(path), hashlib.blake2b(path.read_bytes(), digest_size=16).digest())
-    except OSError:
-        key = None  # load_yaml says what is wrong with the file
-    if key is not None and key in _LOADED:
-        return _LOADED[key]
-    loaded = _check(path)
-    if key is not None:
+    data = read_file(path)
+    key = (str(path), hashlib.blake2b(data, digest_size=16).digest())
+    if key not in _LOADED:
         if len(_LOADED) >= _KEEP:
             del _LOADED[next(iter(_LOADED))]
-        _LOADED[key] = loaded
-    return loaded
+        _LOADED[key] = _check(path, decode_yaml(data, str(path)))
+    return _LOADED[key]
 
 
-def _check(path: Path) -> tuple[Profile, YamlSource]:
-    source = load_yaml(path)
+def _check(path: Path, source: YamlSource) -> tuple[Profile, YamlSource]:
     profile = parse_profile(source)
     problems: list[Problem] = []
     if profile.name != path.stem:
